@@ -1,0 +1,28 @@
+"""Chalice wiring only: each handler hands over to chalicelib."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Chalice
+from chalice.app import SQSEvent
+
+from chalicelib.config import load_settings, names_from_environment
+from chalicelib.pipeline import handle_ingest
+from chalicelib.runtime import get_runtime
+
+# Fail at cold start, naming the variable, rather than on the first event.
+load_settings()
+
+app = Chalice(app_name="cxone-relay")
+NAMES = names_from_environment()
+
+
+@app.on_sqs_message(
+    queue=NAMES.ingest_queue,
+    batch_size=10,
+    maximum_batching_window_in_seconds=1,
+    name="ingest",
+)
+def ingest(event: SQSEvent) -> dict[str, Any]:
+    return handle_ingest(event.to_dict(), event.context, get_runtime())

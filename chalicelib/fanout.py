@@ -1,0 +1,150 @@
+"""SNS fan-out: PublishBatch to consumer topics, entry by entry accounting, order kept.
+
+Messages of one interaction (their `group`) go to a topic in order; once one fails for a
+topic, that interaction's later messages are not sent to it in this invocation (they would
+overtake the failed one). They come back on the record's retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.model import message_attributes, sns_message_size
+
+MAX_BATCH_ENTRIES = 10
+MAX_BATCH_BYTES = 256 * 1024
+SKIPPED = "SkippedAfterEarlierFailure"
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    key: str  # unique within one publish call; maps results back to events
+    group: str  # the interaction id: order is kept within a group
+    body: str
+    attributes: dict[str, dict[str, str]]
+    dedup_id: str  # FIFO topics: the stable event id (job id + event id on replay)
+
+    @classmethod
+    def from_message(cls, key: str, message: dict[str, Any], dedup_id: str) -> OutboundMessage:
+        return cls(
+            key=key,
+            group=message["interaction_id"],
+            body=json.dumps(message, separators=(",", ":"), ensure_ascii=False),
+            attributes=message_attributes(message),
+            dedup_id=fifo_dedup_id(dedup_id),
+        )
+
+    @property
+    def size(self) -> int:
+        return sns_message_size(self.body, self.attributes)
+
+
+def fifo_dedup_id(value: str) -> str:
+    """SNS allows 128 characters of [A-Za-z0-9_-!…]; longer or odd ids are hashed."""
+    if len(value) <= 128 and all(c.isalnum() or c in "-_.:" for c in value):
+        return value
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass
+class PublishResult:
+    """Per message key: published, or the error that kept it from the topic."""
+
+    published: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+    requests: int = 0
+    seconds: float = 0.0
+
+
+def _chunks(messages: Sequence[OutboundMessage]) -> list[list[OutboundMessage]]:
+    chunks: list[list[OutboundMessage]] = []
+    current: list[OutboundMessage] = []
+    size = 0
+    for message in messages:
+        if current and (len(current) == MAX_BATCH_ENTRIES or size + message.size > MAX_BATCH_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(message)
+        size += message.size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _entry(index: int, message: OutboundMessage, fifo: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "Id": str(index),
+        "Message": message.body,
+        "MessageAttributes": message.attributes,
+    }
+    if fifo:
+        entry["MessageGroupId"] = message.group
+        entry["MessageDeduplicationId"] = message.dedup_id
+    return entry
+
+
+def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage]) -> PublishResult:
+    """Publish in order, in batches of up to 10; never overtake a failed message's group."""
+    fifo = topic_arn.endswith(".fifo")
+    result = PublishResult()
+    blocked_groups: set[str] = set()
+    started = time.perf_counter()
+    pending = list(messages)
+    while pending:
+        sendable = []
+        for message in pending:
+            if message.group in blocked_groups:
+                result.failed[message.key] = SKIPPED
+            else:
+                sendable.append(message)
+        if not sendable:
+            break
+        chunk = _chunks(sendable)[0]
+        pending = sendable[len(chunk) :]
+        result.requests += 1
+        try:
+            response = sns.publish_batch(
+                TopicArn=topic_arn,
+                PublishBatchRequestEntries=[_entry(i, m, fifo) for i, m in enumerate(chunk)],
+            )
+        except (ClientError, BotoCoreError) as error:
+            code = error.response["Error"]["Code"] if isinstance(error, ClientError) else "Error"
+            for message in chunk:
+                result.failed[message.key] = code
+                blocked_groups.add(message.group)
+            continue
+        failed_ids = {f["Id"]: f.get("Code", "Failed") for f in response.get("Failed", [])}
+        # A per-entry failure inside one batch cannot be undone for the entries SNS accepted;
+        # such failures are entry-specific (sizes are checked before), and FIFO topics fail a
+        # group's later entries in the batch along with it.
+        for index, message in enumerate(chunk):
+            code = failed_ids.get(str(index))
+            if code is None:
+                result.published.add(message.key)
+            else:
+                result.failed[message.key] = code
+                blocked_groups.add(message.group)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def fan_out(
+    sns: Any,
+    topics: Mapping[str, str],
+    messages_for: Callable[[str], Sequence[OutboundMessage]],
+    executor: ThreadPoolExecutor,
+) -> dict[str, PublishResult]:
+    """Publish to every consumer topic concurrently; results per consumer."""
+    futures = {
+        consumer: executor.submit(publish_ordered, sns, arn, messages_for(consumer))
+        for consumer, arn in topics.items()
+    }
+    return {consumer: future.result() for consumer, future in futures.items()}

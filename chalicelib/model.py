@@ -1,0 +1,111 @@
+"""Typed records shared by every stage of the pipeline, and the delivered-message contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# SNS refuses messages over 256 KB (message body plus attributes).
+SNS_MAX_MESSAGE_BYTES = 256 * 1024
+QUARANTINE_RAW_LIMIT = 64 * 1024
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, RFC 3339, milliseconds and `Z`: string order is time order."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_hex(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8", errors="surrogatepass")
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class CanonicalEvent:
+    """A validated event, whatever its provider, in the shape every later stage works on."""
+
+    event_id: str  # the EventBridge envelope `id`
+    dedup_key: str  # provider's own id where the profile has one, else `event_id`
+    interaction_id: str
+    participant_id: str | None
+    detail_type: str
+    stage: str | None
+    state: str | None
+    sequence: int | None
+    occurred_at: str  # RFC 3339, UTC, milliseconds, `Z`
+    source: str
+    event: dict[str, Any] = field(compare=False, repr=False)  # the original, as received
+
+    @property
+    def payload_sha256(self) -> str:
+        """Fingerprint of what the provider said, to tell a re-send from a conflict."""
+        return sha256_hex(canonical_json(self.event.get("detail")))
+
+
+@dataclass(frozen=True)
+class InvalidEvent:
+    """Why a record cannot be delivered; it goes to quarantine with these reasons."""
+
+    reason: str  # "unparseable" | "invalid" | "too_large"
+    errors: dict[str, list[str]]
+
+
+def delivered_message(
+    event: CanonicalEvent,
+    *,
+    received_at: str,
+    late: bool,
+    replay_job_id: str | None = None,
+) -> dict[str, Any]:
+    """The message every consumer receives (DESIGN.md, "Delivered message")."""
+    return {
+        "event_id": event.event_id,
+        "interaction_id": event.interaction_id,
+        "participant_id": event.participant_id,
+        "detail_type": event.detail_type,
+        "stage": event.stage,
+        "state": event.state,
+        "sequence": event.sequence,
+        "occurred_at": event.occurred_at,
+        "received_at": received_at,
+        "late": late,
+        "replay": replay_job_id is not None,
+        "replay_job_id": replay_job_id,
+        "source": event.source,
+        "event": event.event,
+    }
+
+
+def message_attributes(message: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """SNS attributes for subscription filters; all String, omitted when null."""
+    attributes: dict[str, dict[str, str]] = {}
+    for name in ("detail_type", "interaction_id", "stage", "state"):
+        value = message.get(name)
+        if value is not None:
+            attributes[name] = {"DataType": "String", "StringValue": str(value)}
+    for name in ("late", "replay"):
+        value = "true" if message.get(name) else "false"
+        attributes[name] = {"DataType": "String", "StringValue": value}
+    return attributes
+
+
+def sns_message_size(body: str, attributes: dict[str, dict[str, str]]) -> int:
+    """Bytes SNS counts against its 256 KB limit: body plus attribute names, types, values."""
+    size = len(body.encode("utf-8"))
+    for name, attribute in attributes.items():
+        size += len(name.encode()) + len(attribute["DataType"].encode())
+        size += len(attribute["StringValue"].encode("utf-8"))
+    return size

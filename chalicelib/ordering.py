@@ -1,0 +1,70 @@
+"""Order keys, per-interaction sorting and the high-water mark: pure functions over plain data.
+
+Order key: `sequence` when present, else the event time (`occurred_at`, already derived from
+`detail.timestamp` or the envelope `time`); ties broken by event id. Within one interaction
+only keys of the same kind are compared: when some events carry a sequence and others don't,
+they are ordered by time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Ordered(Protocol):
+    """What ordering needs of an event; CanonicalEvent and stored claims both provide it."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def sequence(self) -> int | None: ...
+    @property
+    def occurred_at(self) -> str: ...
+
+
+def _itself(item: Any) -> Any:
+    return item
+
+
+def sequence_key(event: Ordered) -> tuple[int, str]:
+    assert event.sequence is not None
+    return (event.sequence, event.event_id)
+
+
+def time_key(event: Ordered) -> tuple[str, str]:
+    return (event.occurred_at, event.event_id)
+
+
+def sort_interaction(items: Sequence[T], event_of: Callable[[T], Ordered] = _itself) -> list[T]:
+    """One interaction's events (or things carrying one, via `event_of`) in order-key order."""
+    if all(event_of(item).sequence is not None for item in items):
+        return sorted(items, key=lambda item: sequence_key(event_of(item)))
+    return sorted(items, key=lambda item: time_key(event_of(item)))
+
+
+@dataclass(frozen=True)
+class HighWaterMark:
+    """The greatest order keys already sent for one interaction, one per kind of key."""
+
+    sequence: tuple[int, str] | None = None
+    time: tuple[str, str] | None = None
+
+    def is_late(self, event: Ordered) -> bool:
+        """Older than an event already sent: delivered anyway, flagged `late`."""
+        if event.sequence is not None and self.sequence is not None:
+            return sequence_key(event) < self.sequence
+        return self.time is not None and time_key(event) < self.time
+
+    def advance(self, event: Ordered) -> HighWaterMark:
+        mark = self
+        if event.sequence is not None and (
+            mark.sequence is None or sequence_key(event) > mark.sequence
+        ):
+            mark = replace(mark, sequence=sequence_key(event))
+        if mark.time is None or time_key(event) > mark.time:
+            mark = replace(mark, time=time_key(event))
+        return mark

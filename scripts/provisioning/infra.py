@@ -1,0 +1,298 @@
+"""Create a stage's AWS infrastructure from its `StackSpec`, idempotently, by name.
+
+Each `ensure_*` function reads what exists first and decides from that: present resources
+are left alone (their drifted settings are updated), missing ones are created, and on a dry
+run nothing but reads is sent. The same code runs against moto and real AWS; the endpoint
+comes from `AWS_ENDPOINT_URL` through boto3 itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from chalicelib.resources import QueueSpec, RuleSpec, StackSpec, TableSpec, TopicSpec
+from scripts.provisioning.actions import Action
+
+
+@dataclass
+class Clients:
+    sqs: Any
+    sns: Any
+    dynamodb: Any
+    events: Any
+
+    @classmethod
+    def from_session(cls, session: boto3.Session, endpoint_url: str | None = None) -> Clients:
+        def client(name: str) -> Any:
+            return session.client(name, endpoint_url=endpoint_url)
+
+        return cls(client("sqs"), client("sns"), client("dynamodb"), client("events"))
+
+
+def _error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def _queue_url(sqs: Any, name: str) -> str | None:
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as error:
+        if "NonExistentQueue" in _error_code(error):
+            return None
+        raise
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+
+
+def _would(status_if_real: str, dry_run: bool) -> str:
+    return f"would {status_if_real.removesuffix('d')}" if dry_run else status_if_real
+
+
+def ensure_queue(sqs: Any, spec: QueueSpec, dry_run: bool) -> Action:
+    dlq_arn = None
+    if spec.dead_letter_queue:
+        dlq_url = _queue_url(sqs, spec.dead_letter_queue)
+        # On a dry run the DLQ may not exist yet: plan with a placeholder ARN.
+        dlq_arn = _queue_arn(sqs, dlq_url) if dlq_url else f"<arn of {spec.dead_letter_queue}>"
+    desired = spec.attributes(dlq_arn)
+    url = _queue_url(sqs, spec.name)
+    if url is None:
+        if not dry_run:
+            sqs.create_queue(QueueName=spec.name, Attributes=desired)
+        return Action("queue", spec.name, _would("created", dry_run))
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    drift = {k: v for k, v in desired.items() if not _same_attribute(current.get(k), v)}
+    if not drift:
+        return Action("queue", spec.name, "present")
+    if not dry_run:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=drift)
+    return Action("queue", spec.name, _would("updated", dry_run), ", ".join(sorted(drift)))
+
+
+def _same_attribute(current: str | None, desired: str) -> bool:
+    if current is None:
+        return False
+    if desired.startswith("{"):
+        return json.loads(current) == json.loads(desired)
+    return current.lower() == desired.lower()
+
+
+def topic_arn(sns: Any, name: str) -> str | None:
+    paginator = sns.get_paginator("list_topics")
+    for page in paginator.paginate():
+        for topic in page["Topics"]:
+            if topic["TopicArn"].rsplit(":", 1)[-1] == name:
+                return topic["TopicArn"]
+    return None
+
+
+def ensure_topic(sns: Any, spec: TopicSpec, dry_run: bool) -> Action:
+    if topic_arn(sns, spec.name) is not None:
+        return Action("topic", spec.name, "present")
+    if not dry_run:
+        sns.create_topic(Name=spec.name, Attributes=spec.attributes())
+    return Action("topic", spec.name, _would("created", dry_run))
+
+
+def ensure_table(dynamodb: Any, spec: TableSpec, dry_run: bool) -> list[Action]:
+    try:
+        dynamodb.describe_table(TableName=spec.name)
+        exists = True
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+        exists = False
+    actions = []
+    if exists:
+        actions.append(Action("table", spec.name, "present"))
+    else:
+        if not dry_run:
+            _create_table(dynamodb, spec)
+        actions.append(Action("table", spec.name, _would("created", dry_run)))
+    actions.append(_ensure_ttl(dynamodb, spec, exists, dry_run))
+    return actions
+
+
+def _create_table(dynamodb: Any, spec: TableSpec) -> None:
+    key_schema = [{"AttributeName": spec.hash_key, "KeyType": "HASH"}]
+    if spec.range_key:
+        key_schema.append({"AttributeName": spec.range_key, "KeyType": "RANGE"})
+    request: dict[str, Any] = {
+        "TableName": spec.name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": key_schema,
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"} for name in spec.attribute_names()
+        ],
+        "SSESpecification": {"Enabled": True},
+    }
+    if spec.indexes:
+        request["GlobalSecondaryIndexes"] = [
+            {
+                "IndexName": index.name,
+                "KeySchema": [
+                    {"AttributeName": index.hash_key, "KeyType": "HASH"},
+                    {"AttributeName": index.range_key, "KeyType": "RANGE"},
+                ],
+                # Keys only: the index costs one small write per item; pages fetch items.
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+            for index in spec.indexes
+        ]
+    dynamodb.create_table(**request)
+    dynamodb.get_waiter("table_exists").wait(TableName=spec.name)
+
+
+def _ensure_ttl(dynamodb: Any, spec: TableSpec, exists: bool, dry_run: bool) -> Action:
+    name = f"{spec.name}.{spec.ttl_attribute}"
+    if exists:
+        ttl = dynamodb.describe_time_to_live(TableName=spec.name)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+            return Action("ttl", name, "present")
+    if not dry_run:
+        dynamodb.update_time_to_live(
+            TableName=spec.name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
+        )
+    return Action("ttl", name, _would("created", dry_run))
+
+
+def ensure_bus(events: Any, name: str, dry_run: bool) -> Action:
+    try:
+        events.describe_event_bus(Name=name)
+        return Action("bus", name, "present")
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+    if not dry_run:
+        events.create_event_bus(Name=name)
+    return Action("bus", name, _would("created", dry_run))
+
+
+def ensure_rule(
+    clients: Clients, bus: str, rule: RuleSpec, dry_run: bool
+) -> tuple[list[Action], str | None]:
+    """The rule, its SQS target, and the queue policy admitting only that rule."""
+    actions = []
+    pattern = json.dumps(rule.pattern, sort_keys=True)
+    try:
+        current = clients.events.describe_rule(Name=rule.name, EventBusName=bus)
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+        current = None
+    if current is None:
+        status = _would("created", dry_run)
+    elif json.loads(current.get("EventPattern", "{}")) != rule.pattern or (
+        current.get("State") != "ENABLED"
+    ):
+        status = _would("updated", dry_run)
+    else:
+        status = "present"
+    rule_arn = current["Arn"] if current else None
+    if status in ("created", "updated"):
+        rule_arn = clients.events.put_rule(
+            Name=rule.name,
+            EventBusName=bus,
+            EventPattern=pattern,
+            State="ENABLED",
+            Description="CXone Event Relay: provider events to the ingest queue",
+        )["RuleArn"]
+    actions.append(Action("rule", rule.name, status))
+
+    queue_url = _queue_url(clients.sqs, rule.target_queue)
+    dlq_url = _queue_url(clients.sqs, rule.target_dlq)
+    if queue_url is None or dlq_url is None or rule_arn is None:
+        actions.append(Action("target", f"{rule.name}/{rule.target_id}", "would create"))
+        actions.append(Action("queue-policy", rule.target_queue, "would create"))
+        return actions, rule_arn
+    actions.append(_ensure_target(clients, bus, rule, queue_url, dlq_url, dry_run))
+    actions.append(_ensure_queue_policy(clients.sqs, rule, queue_url, rule_arn, dry_run))
+    return actions, rule_arn
+
+
+def _ensure_target(
+    clients: Clients, bus: str, rule: RuleSpec, queue_url: str, dlq_url: str, dry_run: bool
+) -> Action:
+    desired = {
+        "Id": rule.target_id,
+        "Arn": _queue_arn(clients.sqs, queue_url),
+        "RetryPolicy": {
+            "MaximumRetryAttempts": rule.max_retry_attempts,
+            "MaximumEventAgeInSeconds": rule.max_event_age_seconds,
+        },
+        "DeadLetterConfig": {"Arn": _queue_arn(clients.sqs, dlq_url)},
+    }
+    targets = clients.events.list_targets_by_rule(Rule=rule.name, EventBusName=bus)["Targets"]
+    current = next((t for t in targets if t["Id"] == rule.target_id), None)
+    name = f"{rule.name}/{rule.target_id}"
+    if current is not None and all(current.get(k) == v for k, v in desired.items()):
+        return Action("target", name, "present")
+    status = _would("created" if current is None else "updated", dry_run)
+    if not dry_run:
+        result = clients.events.put_targets(Rule=rule.name, EventBusName=bus, Targets=[desired])
+        if result.get("FailedEntryCount"):
+            raise RuntimeError(f"put_targets failed for {name}: {result['FailedEntries']}")
+    return Action("target", name, status)
+
+
+def queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
+    """Only EventBridge, and only on behalf of these rules, may send to the queue."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AllowRelayRules",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": sorted(rule_arns)}},
+            }
+        ],
+    }
+
+
+def _ensure_queue_policy(
+    sqs: Any, rule: RuleSpec, queue_url: str, rule_arn: str, dry_run: bool
+) -> Action:
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])
+    current_raw = attributes["Attributes"].get("Policy")
+    current = json.loads(current_raw) if current_raw else None
+    admitted: list[str] = []
+    if current:
+        for statement in current.get("Statement", []):
+            arns = statement.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn", [])
+            admitted += [arns] if isinstance(arns, str) else list(arns)
+    if rule_arn in admitted:
+        return Action("queue-policy", rule.target_queue, "present", f"admits {rule.name}")
+    desired = queue_policy(attributes["Attributes"]["QueueArn"], [*admitted, rule_arn])
+    if not dry_run:
+        sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(desired)})
+    status = _would("created" if current is None else "updated", dry_run)
+    return Action("queue-policy", rule.target_queue, status, f"admits {rule.name}")
+
+
+def provision_infrastructure(clients: Clients, spec: StackSpec, dry_run: bool) -> list[Action]:
+    """Everything but the Lambda functions, in dependency order."""
+    actions: list[Action] = []
+    for queue in spec.queues:  # DLQs come first in the spec
+        actions.append(ensure_queue(clients.sqs, queue, dry_run))
+    for topic in spec.topics:
+        actions.append(ensure_topic(clients.sns, topic, dry_run))
+    for table in spec.tables:
+        actions += ensure_table(clients.dynamodb, table, dry_run)
+    actions.append(ensure_bus(clients.events, spec.event_bus, dry_run))
+    for rule in spec.rules:
+        rule_actions, _ = ensure_rule(clients, spec.event_bus, rule, dry_run)
+        actions += rule_actions
+    return actions

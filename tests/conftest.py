@@ -1,0 +1,110 @@
+"""Shared fixtures: one real moto server over HTTP for the whole session.
+
+Each test gets its own stage name, so the resources one test provisions never collide with
+another's; nothing is mocked in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint() -> Iterator[str]:
+    """Start moto's server on a free port and point every AWS client at it."""
+    # The moto server logs every request through werkzeug; keep test output readable.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }
+    )
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_AWS_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
+@pytest.fixture
+def stage_name() -> str:
+    """A stage name unique to the test, so its resources are its own."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def relay_env(aws_endpoint: str, stage_name: str, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Environment of a relay stage on the moto server (not yet provisioned)."""
+    env = {
+        "RELAY_APP": "relay",
+        "RELAY_STAGE": stage_name,
+        "RELAY_ACCOUNT_ID": "123456789012",
+        "AWS_REGION": REGION,
+        "RELAY_BACKOFF_BASE_SECONDS": "0",
+        "RELAY_BACKOFF_MAX_SECONDS": "0",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def boto_session(aws_endpoint: str) -> boto3.Session:
+    return boto3.Session(region_name=REGION)
+
+
+@pytest.fixture
+def provisioned(relay_env: dict, boto_session: boto3.Session):
+    """A fully provisioned stage on the moto server; yields its Runtime (fresh per test)."""
+    from chalicelib.config import load_settings
+    from chalicelib.resources import stack_spec
+    from chalicelib.runtime import get_runtime, reset_runtime
+    from scripts.provisioning.infra import Clients, provision_infrastructure
+
+    settings = load_settings()
+    provision_infrastructure(Clients.from_session(boto_session), stack_spec(settings), False)
+    reset_runtime()
+    try:
+        yield get_runtime()
+    finally:
+        reset_runtime()
