@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Chalice
-from chalice.app import SQSEvent
+from chalice import Chalice, Rate
+from chalice.app import CloudWatchEvent, SQSEvent
 
 from chalicelib.config import load_settings, names_from_environment
 from chalicelib.pipeline import handle_ingest
 from chalicelib.runtime import get_runtime
+from chalicelib.tokens import scheduled_refresh
 
 # Fail at cold start, naming the variable, rather than on the first event.
 load_settings()
@@ -26,3 +27,8 @@ NAMES = names_from_environment()
 )
 def ingest(event: SQSEvent) -> dict[str, Any]:
     return handle_ingest(event.to_dict(), event.context, get_runtime())
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="refresh_token")
+def refresh_token(event: CloudWatchEvent) -> dict[str, Any]:
+    return scheduled_refresh(get_runtime()).log_fields()

@@ -1,0 +1,123 @@
+"""The local stack as a user runs it: a subprocess, its stack.json, events put on its bus."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.conftest import free_port
+from tests.helpers import cxone_event
+
+pytestmark = pytest.mark.slow
+PROJECT = Path(__file__).resolve().parents[2]
+CONTRACT_FIELDS = {
+    "aws_endpoint_url",
+    "region",
+    "event_bus_name",
+    "event_source",
+    "ingest_queue_url",
+    "ingest_dlq_url",
+    "consumers",
+    "quarantine",
+    "tables",
+    "api_url",
+}
+
+
+def wait_for(path: Path, process: subprocess.Popen, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"local stack exited early: {process.stdout.read()}")
+        if path.exists():
+            return json.loads(path.read_text())
+        time.sleep(0.5)
+    raise AssertionError("stack.json never appeared")
+
+
+def drain(sqs, url: str, want: int, seconds: float) -> list[dict]:
+    bodies: list[dict] = []
+    deadline = time.monotonic() + seconds
+    while len(bodies) < want and time.monotonic() < deadline:
+        response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in response.get("Messages", []):
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+@pytest.fixture
+def local_stack(tmp_path: Path):
+    api_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RELAY_"))}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scripts.local_stack",
+            "--no-traffic",
+            "--duration",
+            "120",
+            "--api-port",
+            str(api_port),
+            "--state-dir",
+            str(tmp_path),
+        ],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        stack = wait_for(tmp_path / "stack.json", process, 90)
+        yield stack, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_events_put_on_the_bus_reach_every_consumer_and_quarantine(local_stack):
+    stack, process = local_stack
+    assert CONTRACT_FIELDS <= set(stack)
+    assert set(stack["consumers"]) == {"analytics-sink", "crm-updater", "agent-dashboard"}
+    session = boto3.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name=stack["region"]
+    )
+    events = session.client("events", endpoint_url=stack["aws_endpoint_url"])
+    sqs = session.client("sqs", endpoint_url=stack["aws_endpoint_url"])
+    sent = [cxone_event("int-e2e-1", stage, n) for n, stage in enumerate(["Queued", "Offered"])]
+    broken = cxone_event("int-e2e-1", "Escalated", 7)
+    entries = [
+        {
+            "Source": e["source"],
+            "DetailType": e["detail-type"],
+            "Detail": json.dumps(e["detail"]),
+            "EventBusName": stack["event_bus_name"],
+        }
+        for e in [*sent, broken]
+    ]
+    assert events.put_events(Entries=entries)["FailedEntryCount"] == 0
+
+    for consumer, where in stack["consumers"].items():
+        bodies = drain(sqs, where["queue_url"], 2, 45)
+        assert [b["stage"] for b in bodies] == ["Queued", "Offered"], consumer
+        assert all(b["interaction_id"] == "int-e2e-1" and b["late"] is False for b in bodies)
+    quarantined = drain(sqs, stack["quarantine"]["queue_url"], 1, 30)
+    assert quarantined[0]["reason"] == "invalid"
+    assert "detail.stage" in quarantined[0]["errors"]
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(45) == 0
