@@ -33,3 +33,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .local dist .pytest_cache .ruff_cache
+
+# One SAM template with the whole system: Chalice's functions and API merged with the resources
+# generated from the stage's resource specification (see scripts/package.py).
+STAGE ?= dev
+
+package: $(STAMP)
+	$(BIN)/python -m scripts.package --stage $(STAGE) --out dist/merge-template.json
+	$(BIN)/chalice package --stage $(STAGE) --merge-template dist/merge-template.json dist/
+	$(BIN)/cfn-lint dist/sam.json

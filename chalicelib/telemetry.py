@@ -7,6 +7,7 @@ would mix them. The process-wide `TALLY` is what the local stack's live view rea
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -45,11 +46,18 @@ class Tally:
 TALLY = Tally()
 
 
+def _metrics() -> EphemeralMetrics:
+    # Stages sharing an account stay apart on dashboards and alarms.
+    metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    metrics.add_dimension(name="stage", value=os.environ.get("RELAY_STAGE", "dev"))
+    return metrics
+
+
 class BatchMetrics:
     """The metrics of one batch, flushed once as EMF when the batch ends."""
 
     def __init__(self) -> None:
-        self._metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+        self._metrics = _metrics()
         self._per_consumer: dict[str, EphemeralMetrics] = {}
 
     def count(self, name: str, value: int = 1) -> None:
@@ -66,7 +74,7 @@ class BatchMetrics:
         TALLY.add("publish_failures", failed)
         metrics = self._per_consumer.get(consumer)
         if metrics is None:
-            metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+            metrics = _metrics()
             metrics.add_dimension(name="consumer", value=consumer)
             self._per_consumer[consumer] = metrics
         metrics.add_metric(name="Delivered", unit=MetricUnit.Count, value=delivered)

@@ -213,10 +213,13 @@ def ensure_rule(
     dlq_url = _queue_url(clients.sqs, rule.target_dlq)
     if queue_url is None or dlq_url is None or rule_arn is None:
         actions.append(Action("target", f"{rule.name}/{rule.target_id}", "would create"))
-        actions.append(Action("queue-policy", rule.target_queue, "would create"))
+        for name in (rule.target_queue, rule.target_dlq):
+            actions.append(Action("queue-policy", name, "would create"))
         return actions, rule_arn
     actions.append(_ensure_target(clients, bus, rule, queue_url, dlq_url, dry_run))
-    actions.append(_ensure_queue_policy(clients.sqs, rule, queue_url, rule_arn, dry_run))
+    # EventBridge sends to the target, and to its dead-letter queue when delivery fails.
+    for name, url in ((rule.target_queue, queue_url), (rule.target_dlq, dlq_url)):
+        actions.append(_ensure_queue_policy(clients.sqs, name, url, rule, rule_arn, dry_run))
     return actions, rule_arn
 
 
@@ -263,7 +266,7 @@ def queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
 
 
 def _ensure_queue_policy(
-    sqs: Any, rule: RuleSpec, queue_url: str, rule_arn: str, dry_run: bool
+    sqs: Any, queue_name: str, queue_url: str, rule: RuleSpec, rule_arn: str, dry_run: bool
 ) -> Action:
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])
     current_raw = attributes["Attributes"].get("Policy")
@@ -274,12 +277,12 @@ def _ensure_queue_policy(
             arns = statement.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn", [])
             admitted += [arns] if isinstance(arns, str) else list(arns)
     if rule_arn in admitted:
-        return Action("queue-policy", rule.target_queue, "present", f"admits {rule.name}")
+        return Action("queue-policy", queue_name, "present", f"admits {rule.name}")
     desired = queue_policy(attributes["Attributes"]["QueueArn"], [*admitted, rule_arn])
     if not dry_run:
         sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(desired)})
     status = _would("created" if current is None else "updated", dry_run)
-    return Action("queue-policy", rule.target_queue, status, f"admits {rule.name}")
+    return Action("queue-policy", queue_name, status, f"admits {rule.name}")
 
 
 def provision_infrastructure(clients: Clients, spec: StackSpec, dry_run: bool) -> list[Action]:
