@@ -88,7 +88,8 @@ class Settings:
         return f"{self.prefix}-{consumer}"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """A whole-number variable, or `default` when unset; malformed values name the variable."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -179,15 +180,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         consumers=consumers,
         names=resource_names(app_name, stage, env),
         batch_failure_mode=mode,
-        dedup_retention_days=_int(env, "RELAY_DEDUP_RETENTION_DAYS", 7, minimum=1),
-        store_retention_days=_int(env, "RELAY_STORE_RETENTION_DAYS", 30, minimum=1),
+        dedup_retention_days=env_int(env, "RELAY_DEDUP_RETENTION_DAYS", 7, minimum=1),
+        store_retention_days=env_int(env, "RELAY_STORE_RETENTION_DAYS", 30, minimum=1),
         allowed_stages=_csv(env, "RELAY_ALLOWED_STAGES", DEFAULT_STAGES),
         allowed_states=_csv(env, "RELAY_ALLOWED_STATES", ()),
-        metadata_max_bytes=_int(env, "RELAY_METADATA_MAX_BYTES", 16 * 1024, minimum=0),
-        lease_seconds=_int(env, "RELAY_LEASE_SECONDS", 60, minimum=1),
-        deadline_margin_ms=_int(env, "RELAY_DEADLINE_MARGIN_MS", 1000, minimum=0),
-        backoff_base_seconds=_int(env, "RELAY_BACKOFF_BASE_SECONDS", 2, minimum=0),
-        backoff_max_seconds=_int(env, "RELAY_BACKOFF_MAX_SECONDS", 60, minimum=0),
+        metadata_max_bytes=env_int(env, "RELAY_METADATA_MAX_BYTES", 16 * 1024, minimum=0),
+        lease_seconds=env_int(env, "RELAY_LEASE_SECONDS", 60, minimum=1),
+        deadline_margin_ms=env_int(env, "RELAY_DEADLINE_MARGIN_MS", 1000, minimum=0),
+        backoff_base_seconds=env_int(env, "RELAY_BACKOFF_BASE_SECONDS", 2, minimum=0),
+        backoff_max_seconds=env_int(env, "RELAY_BACKOFF_MAX_SECONDS", 60, minimum=0),
         genesys_enabled=genesys == "true",
     )
 

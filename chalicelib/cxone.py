@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import requests
 from aws_lambda_powertools import Logger
 
-from chalicelib.config import ConfigError
+from chalicelib.config import ConfigError, env_int
 from chalicelib.model import rfc3339, utc_now
 
 logger = Logger(service="cxone-relay")
@@ -170,19 +170,6 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
-def _whole(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
 def load_cxone_settings(env: Mapping[str, str] | None = None) -> CXoneSettings:
     """Build the CXone settings from `env` (default: the process environment).
 
@@ -221,10 +208,10 @@ def load_cxone_settings(env: Mapping[str, str] | None = None) -> CXoneSettings:
         scope=scope,
         connect_timeout_seconds=_number(env, "CXONE_CONNECT_TIMEOUT_SECONDS", 5.0, 0.1),
         read_timeout_seconds=_number(env, "CXONE_READ_TIMEOUT_SECONDS", 15.0, 0.1),
-        max_retries=_whole(env, "CXONE_MAX_RETRIES", 3, 0),
+        max_retries=env_int(env, "CXONE_MAX_RETRIES", 3, 0),
         backoff_base_seconds=_number(env, "CXONE_BACKOFF_BASE_SECONDS", 0.5, 0.0),
         max_retry_wait_seconds=_number(env, "CXONE_MAX_RETRY_WAIT_SECONDS", 20.0, 0.0),
-        refresh_margin_seconds=_whole(env, "CXONE_REFRESH_MARGIN_SECONDS", 600, 0),
+        refresh_margin_seconds=env_int(env, "CXONE_REFRESH_MARGIN_SECONDS", 600, 0),
     )
 
 

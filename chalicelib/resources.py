@@ -63,11 +63,27 @@ class TopicSpec:
         return {}
 
 
+def key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
+    schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    if range_key:
+        schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+    return schema
+
+
 @dataclass(frozen=True)
 class IndexSpec:
     name: str
     hash_key: str
     range_key: str
+
+    def definition(self) -> dict[str, Any]:
+        """The GSI as DynamoDB and CloudFormation both spell it."""
+        return {
+            "IndexName": self.name,
+            "KeySchema": key_schema(self.hash_key, self.range_key),
+            # Keys only: the index costs one small write per item; pages fetch the items.
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,9 @@ class TableSpec:
     range_key: str | None = None
     indexes: tuple[IndexSpec, ...] = ()
     ttl_attribute: str = "expires_at"
+
+    def key_schema(self) -> list[dict[str, str]]:
+        return key_schema(self.hash_key, self.range_key)
 
     def attribute_names(self) -> list[str]:
         names = [self.hash_key] + ([self.range_key] if self.range_key else [])

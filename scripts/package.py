@@ -184,16 +184,13 @@ def topic_resource(topic: TopicSpec) -> dict[str, Any]:
 
 
 def table_resource(table: TableSpec, stage: str) -> dict[str, Any]:
-    key_schema = [{"AttributeName": table.hash_key, "KeyType": "HASH"}]
-    if table.range_key:
-        key_schema.append({"AttributeName": table.range_key, "KeyType": "RANGE"})
     properties: dict[str, Any] = {
         "TableName": table.name,
         "BillingMode": "PAY_PER_REQUEST",
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"} for name in table.attribute_names()
         ],
-        "KeySchema": key_schema,
+        "KeySchema": table.key_schema(),
         "TimeToLiveSpecification": {"AttributeName": table.ttl_attribute, "Enabled": True},
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
         "SSESpecification": {
@@ -203,17 +200,7 @@ def table_resource(table: TableSpec, stage: str) -> dict[str, Any]:
         },
     }
     if table.indexes:
-        properties["GlobalSecondaryIndexes"] = [
-            {
-                "IndexName": index.name,
-                "KeySchema": [
-                    {"AttributeName": index.hash_key, "KeyType": "HASH"},
-                    {"AttributeName": index.range_key, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "KEYS_ONLY"},
-            }
-            for index in table.indexes
-        ]
+        properties["GlobalSecondaryIndexes"] = [index.definition() for index in table.indexes]
     # Production keeps its data when the stack goes; other stages clean up after themselves.
     policy = "Retain" if stage == "prod" else "Delete"
     return {

@@ -123,31 +123,17 @@ def ensure_table(dynamodb: Any, spec: TableSpec, dry_run: bool) -> list[Action]:
 
 
 def _create_table(dynamodb: Any, spec: TableSpec) -> None:
-    key_schema = [{"AttributeName": spec.hash_key, "KeyType": "HASH"}]
-    if spec.range_key:
-        key_schema.append({"AttributeName": spec.range_key, "KeyType": "RANGE"})
     request: dict[str, Any] = {
         "TableName": spec.name,
         "BillingMode": "PAY_PER_REQUEST",
-        "KeySchema": key_schema,
+        "KeySchema": spec.key_schema(),
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"} for name in spec.attribute_names()
         ],
         "SSESpecification": {"Enabled": True},
     }
     if spec.indexes:
-        request["GlobalSecondaryIndexes"] = [
-            {
-                "IndexName": index.name,
-                "KeySchema": [
-                    {"AttributeName": index.hash_key, "KeyType": "HASH"},
-                    {"AttributeName": index.range_key, "KeyType": "RANGE"},
-                ],
-                # Keys only: the index costs one small write per item; pages fetch items.
-                "Projection": {"ProjectionType": "KEYS_ONLY"},
-            }
-            for index in spec.indexes
-        ]
+        request["GlobalSecondaryIndexes"] = [index.definition() for index in spec.indexes]
     dynamodb.create_table(**request)
     dynamodb.get_waiter("table_exists").wait(TableName=spec.name)
 
