@@ -7,8 +7,10 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import CloudWatchEvent, SQSEvent
 
+from chalicelib.api import api
 from chalicelib.config import load_settings, names_from_environment
 from chalicelib.pipeline import handle_ingest
+from chalicelib.push_api import push_api
 from chalicelib.runtime import get_runtime
 from chalicelib.tokens import scheduled_refresh
 
@@ -17,6 +19,10 @@ load_settings()
 
 app = Chalice(app_name="cxone-relay")
 NAMES = names_from_environment()
+# REST API: timelines, replay listing and jobs (IAM auth when deployed), and the replay worker.
+app.register_blueprint(api)
+# POST /events for push sources: HMAC-signed, checked by the function itself.
+app.register_blueprint(push_api)
 
 
 @app.on_sqs_message(

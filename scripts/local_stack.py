@@ -261,6 +261,7 @@ class LocalStack:
         actions = provision_infrastructure(clients, stack_spec(settings), dry_run=False)
         self.console.print(f"provisioned {sum(a.changed for a in actions)} resources")
         self._start_cxone(session, settings)
+        self._start_push_secret(session, settings)
 
         from chalicelib.runtime import get_runtime
 
@@ -300,6 +301,20 @@ class LocalStack:
                 SecretId=settings.names.credentials_secret, SecretString=credentials
             )
         self.console.print(f"CXone stand-in on {self.stand_in.base_url}")
+
+    def _start_push_secret(self, session: Any, settings: Any) -> None:
+        """The signing secret of POST /events, made by the same step as on AWS, and shown."""
+        from scripts.provisioning.credentials import ensure_push_secret
+
+        secrets = session.client("secretsmanager")
+        ensure_push_secret(secrets, settings.names.push_secret, dry_run=False)
+        value = secrets.get_secret_value(SecretId=settings.names.push_secret)["SecretString"]
+        # Printed on purpose: a throwaway secret of this machine's moto, gone when it stops.
+        self.console.print(
+            f"POST /events signing secret (local and throwaway, new every run): {value}",
+            highlight=False,
+            soft_wrap=True,  # one line, so it copies whole
+        )
 
     def _start_app(self, runtime: Any) -> None:
         from chalice.app import Rate, ScheduledEventConfig, SQSEventConfig
@@ -373,6 +388,10 @@ class LocalStack:
                 "replay_jobs": settings.names.jobs_table,
             },
             "api_url": f"http://127.0.0.1:{self.args.api_port}",
+            "push": {
+                "url": f"http://127.0.0.1:{self.args.api_port}/events",
+                "secret_name": settings.names.push_secret,
+            },
             "cxone_url": self.stand_in.base_url if self.stand_in else None,
         }
 

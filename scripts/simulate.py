@@ -12,6 +12,10 @@ re-deliver the *same* envelope id, since PutEvents assigns a fresh id to every e
     python -m scripts.simulate --stack                       # the local stack's bus
     python -m scripts.simulate --bus NAME --rate 20 --duration 60
     python -m scripts.simulate --queue-url URL --count 500 --seed 7
+    python -m scripts.simulate --via https                   # signed POST /events of the stack
+
+`send_over_https` is the push sender: batches of up to 10 events, each request signed
+(X-Relay-Timestamp, X-Relay-Signature) with the stack's push secret, read from Secrets Manager.
 """
 
 from __future__ import annotations
@@ -656,6 +660,70 @@ def send_to_queue(
     return _send_with_retries(batch, send_chunk, max_attempts, backoff_seconds, sleep)
 
 
+PUSH_TIMEOUT_SECONDS = 10
+# POST /events refuses a signature it has seen; a retry one second later carries a new
+# timestamp, hence a new signature, even when its body is the same.
+PUSH_RETRY_BACKOFF_SECONDS = 1.0
+# Rejections that are the relay's verdict on the event itself (like quarantine on the bus path),
+# not a failure to send it: re-sending would be rejected again.
+PUSH_VERDICTS = frozenset({"invalid", "unparseable"})
+
+
+def send_over_https(
+    http: Any,
+    url: str,
+    secret: str,
+    events: Iterable[dict[str, Any]],
+    *,
+    max_attempts: int = 4,
+    backoff_seconds: float = PUSH_RETRY_BACKOFF_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+) -> SendResult:
+    """Signed POST /events of up to 10 events per request (`http`: a requests.Session).
+
+    An event the relay rejects as invalid counts as sent (it was delivered to the relay, which
+    refused it, as the bus path quarantines it); a refused request, an HTTP error or a bus
+    failure of one event is a send failure and is retried, signed afresh.
+    """
+    import requests
+
+    from chalicelib.push import signed_headers
+
+    batch = list(events)
+
+    def send_chunk(indices: list[int]) -> _RequestFailures:
+        body = json.dumps({"events": [batch[index] for index in indices]}).encode("utf-8")
+        try:
+            response = http.post(
+                url,
+                data=body,
+                headers=signed_headers(secret, body, clock()),
+                timeout=PUSH_TIMEOUT_SECONDS,
+            )
+        except requests.RequestException as error:
+            return _whole_request_failed(indices, error)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        if response.status_code != 200:
+            message = str(answer.get("Message", "")) if isinstance(answer, dict) else ""
+            return {index: (f"HTTP {response.status_code}", message) for index in indices}
+        results = answer.get("results", []) if isinstance(answer, dict) else []
+        by_position = {r.get("index"): r for r in results if isinstance(r, dict)}
+        failures: _RequestFailures = {}
+        for position, index in enumerate(indices):
+            result = by_position.get(position)
+            if result is None:
+                failures[index] = ("Unconfirmed", "not in the response's results")
+            elif result.get("status") != "accepted" and result.get("reason") not in PUSH_VERDICTS:
+                failures[index] = (str(result.get("reason", "rejected")), json.dumps(result))
+        return failures
+
+    return _send_with_retries(batch, send_chunk, max_attempts, backoff_seconds, sleep)
+
+
 # --------------------------------------------------------------------------- paced runs
 
 Sender = Callable[[Sequence[dict[str, Any]]], SendResult]
@@ -749,6 +817,8 @@ class StackInfo:
     event_bus_name: str | None
     event_source: str | None
     ingest_queue_url: str | None
+    push_url: str | None = None
+    push_secret_name: str | None = None
 
 
 def load_stack(path: Path) -> StackInfo:
@@ -764,6 +834,8 @@ def load_stack(path: Path) -> StackInfo:
         event_bus_name=data.get("event_bus_name"),
         event_source=data.get("event_source"),
         ingest_queue_url=data.get("ingest_queue_url"),
+        push_url=(data.get("push") or {}).get("url"),
+        push_secret_name=(data.get("push") or {}).get("secret_name"),
     )
 
 
@@ -798,6 +870,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--queue-url", help="SQS queue URL (the envelope, as a bus target gets it)")
     target.add_argument(
         "--dry-run", action="store_true", help="print the events as JSON lines, send nothing"
+    )
+    parser.add_argument(
+        "--via",
+        choices=("bus", "queue", "https"),
+        help="with the local stack: its bus (default), its ingest queue, or its signed "
+        "POST /events (https; reads the stack file even without --stack)",
     )
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument("--count", type=_count, help="events to send (default 200)")
@@ -834,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summary_table(run: TrafficRun, destination: str) -> Any:
+def _summary_table(run: TrafficRun, destination: str, invalid_outcome: str = "quarantined") -> Any:
     from rich.table import Table
 
     summary = run.summary
@@ -848,7 +926,7 @@ def _summary_table(run: TrafficRun, destination: str) -> Any:
         table.add_row(f"  {detail_type}", str(number), "")
     table.add_row("duplicates", str(summary.duplicates), "dropped as duplicates")
     table.add_row("reordered", str(summary.reordered), "delivered with late: true")
-    table.add_row("invalid", str(summary.invalid), "quarantined")
+    table.add_row("invalid", str(summary.invalid), invalid_outcome)
     table.add_row("interactions", str(summary.interactions), "")
     table.add_row("failed to send", str(len(run.failed)), "", style="red" if run.failed else None)
     rate = summary.total / run.elapsed_seconds if run.elapsed_seconds > 0 else 0.0
@@ -895,10 +973,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.close()
         return 0
 
-    bus = args.bus or (stack.event_bus_name if stack and not args.queue_url else None)
-    if not bus and not args.queue_url:
-        parser.error("give --bus NAME, --queue-url URL or --stack")
-    send, destination = _make_sender(bus, args.queue_url, endpoint_url, region)
+    if args.via == "https":
+        if args.bus or args.queue_url:
+            parser.error("--via https sends to the stack's POST /events: drop --bus/--queue-url")
+        stack = stack or load_stack(Path(DEFAULT_STACK_FILE))
+        endpoint_url = args.endpoint_url or stack.aws_endpoint_url
+        region = args.region or stack.region
+        send, destination = _make_https_sender(stack, endpoint_url, region)
+    else:
+        queue_url = args.queue_url
+        if args.via == "queue" and not queue_url:
+            queue_url = stack.ingest_queue_url if stack else None
+            if not queue_url:
+                parser.error("--via queue needs --stack (or give --queue-url URL)")
+        bus = args.bus or (stack.event_bus_name if stack and not queue_url else None)
+        if not bus and not queue_url:
+            parser.error("give --bus NAME, --queue-url URL or --stack")
+        send, destination = _make_sender(bus, queue_url, endpoint_url, region)
     run, interrupted = _run_with_progress(
         send, generator, args.rate, count, args.duration, expected
     )
@@ -906,7 +997,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console()
-    console.print(_summary_table(run, destination))
+    invalid_outcome = "rejected by POST /events" if args.via == "https" else "quarantined"
+    console.print(_summary_table(run, destination, invalid_outcome))
     for failure in run.failed[:10]:
         console.print(
             f"[red]not sent[/red] {failure.event.get('id')}: "
@@ -936,6 +1028,40 @@ def _make_sender(
         return (lambda events: send_to_queue(sqs_client, queue_url, events)), f"queue {queue_url}"
     except NoRegionError:
         raise SystemExit("no AWS region: set AWS_REGION or pass --region / --stack") from None
+
+
+def _make_https_sender(
+    stack: StackInfo, endpoint_url: str | None, region: str | None
+) -> tuple[Sender, str]:
+    """Signed POST /events of the local stack, with its secret from Secrets Manager."""
+    import boto3
+    import requests
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if not stack.push_url or not stack.push_secret_name:
+        raise SystemExit(
+            "the stack file has no push endpoint: restart the local stack (make run) so that it "
+            "writes stack.json with its POST /events url and secret name"
+        )
+    session = boto3.Session(region_name=region)
+    if session.get_credentials() is None:
+        # The local stack's moto accepts any credentials; never the case against real AWS,
+        # where the default chain finds the caller's own.
+        session = boto3.Session(
+            region_name=region, aws_access_key_id="local", aws_secret_access_key="local"
+        )
+    try:
+        secret = session.client("secretsmanager", endpoint_url=endpoint_url).get_secret_value(
+            SecretId=stack.push_secret_name
+        )["SecretString"]
+    except (BotoCoreError, ClientError) as error:
+        raise SystemExit(
+            f"cannot read the push secret {stack.push_secret_name}: {type(error).__name__}; "
+            "is the local stack running?"
+        ) from None
+    http = requests.Session()
+    url = stack.push_url
+    return (lambda events: send_over_https(http, url, secret, events)), f"POST {url}"
 
 
 def _run_with_progress(

@@ -1,0 +1,371 @@
+"""Genesys Cloud samples and signed pushes through the local stack, run as a user runs it.
+
+moto cannot host a partner bus (a '/' in a bus name breaks its rules), so the samples go on the
+stage's custom bus with PutEvents, where the Genesys rule (source prefix
+aws.partner/genesys.com/cloud/) routes them to the ingest queue, as the partner bus's rule does
+on AWS. Nothing here reads the stack's internals: only stack.json, the bus, the queues and the
+HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from chalicelib.push import signed_headers
+from scripts.simulate import put_events_entry
+from tests.conftest import free_port
+from tests.e2e.test_local_stack import drain, wait_for
+from tests.helpers import cxone_event
+
+pytestmark = pytest.mark.slow
+PROJECT = Path(__file__).resolve().parents[2]
+SAMPLES = PROJECT / "tests" / "fixtures" / "genesys"
+# The two chat customer.end samples share CorrelationId and topicName: the one sent second is
+# a dedup conflict (DESIGN.md) and must reach no consumer.
+CONFLICT_FIRST = "conversation.customer.end.chat.json"
+CONFLICT_SECOND = "conversation.customer.end.chat-no-external-contact.json"
+DELIVERED_FIELDS = {
+    "event_id",
+    "interaction_id",
+    "participant_id",
+    "detail_type",
+    "stage",
+    "state",
+    "sequence",
+    "occurred_at",
+    "received_at",
+    "late",
+    "replay",
+    "replay_job_id",
+    "source",
+    "event",
+}
+RFC3339_MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def uuid_of(tag: str, number: int) -> str:
+    return f"{tag}-0000-4000-8000-{number:012x}"
+
+
+CONVERSATION, USER, OAUTH_CLIENT = "c0c0c0c0", "a5a5a5a5", "0c1e0c1e"
+# DESIGN.md "Genesys Cloud profile" applied by hand: (interaction_id, state, stage, occurred_at).
+EXPECTED: dict[str, tuple[str, str, str | None, str]] = {
+    "audits.OAuthClient.json": (
+        uuid_of(OAUTH_CLIENT, 1),
+        "OAuthClient",
+        None,
+        "2021-05-31T09:49:25.000Z",
+    ),
+    "audits.UserPresence.json": (
+        uuid_of(USER, 2),
+        "UserPresence",
+        None,
+        "2021-06-25T15:11:52.000Z",
+    ),
+    "conversation.acd.end.json": (
+        uuid_of(CONVERSATION, 1),
+        "acd.end",
+        "Offered",
+        "2025-12-12T15:04:25.126Z",
+    ),
+    "conversation.acd.start.json": (
+        uuid_of(CONVERSATION, 1),
+        "acd.start",
+        "Queued",
+        "2025-12-12T15:03:45.452Z",
+    ),
+    "conversation.acw.json": (
+        uuid_of(CONVERSATION, 2),
+        "acw",
+        "WrapUp",
+        "2025-12-12T15:15:21.657Z",
+    ),
+    CONFLICT_FIRST: (
+        uuid_of(CONVERSATION, 6),
+        "customer.end",
+        "Closed",
+        "2022-04-06T09:31:44.949Z",
+    ),
+    "conversation.customer.end.json": (
+        uuid_of(CONVERSATION, 3),
+        "customer.end",
+        "Closed",
+        "2025-12-12T15:01:53.383Z",
+    ),
+    "conversation.customer.start.json": (
+        uuid_of(CONVERSATION, 6),
+        "customer.start",
+        None,
+        "2022-04-06T09:30:44.949Z",
+    ),
+    "conversation.flow.end.json": (
+        uuid_of(CONVERSATION, 4),
+        "flow.end",
+        None,
+        "2025-12-12T15:00:30.042Z",
+    ),
+    "conversation.flow.outcome.json": (
+        uuid_of(CONVERSATION, 5),
+        "flow.outcome",
+        None,
+        "2025-12-12T15:02:30.107Z",
+    ),
+    "conversation.user.end.json": (
+        uuid_of(CONVERSATION, 2),
+        "user.end",
+        None,
+        "2025-12-12T15:15:07.657Z",
+    ),
+    "conversation.user.start.json": (
+        uuid_of(CONVERSATION, 2),
+        "user.start",
+        "Connected",
+        "2025-12-12T15:06:21.279Z",
+    ),
+    "conversations.transcription.json": (
+        uuid_of(CONVERSATION, 7),
+        "transcription",
+        None,
+        "2026-03-19T22:04:48.128Z",
+    ),
+    "users.presence.json": (uuid_of(USER, 1), "presence", None, "2025-12-12T14:53:20.312Z"),
+    "users.routingStatus.json": (
+        uuid_of(USER, 1),
+        "routingStatus",
+        None,
+        "2025-12-12T15:06:21.591Z",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    state_dir = tmp_path_factory.mktemp("genesys-stack")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RELAY_"))}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scripts.local_stack",
+            "--no-traffic",
+            "--duration",
+            "240",
+            "--api-port",
+            str(free_port()),
+            "--state-dir",
+            str(state_dir),
+        ],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield wait_for(state_dir / "stack.json", process, 90)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def aws(stack: dict[str, Any], service: str) -> Any:
+    session = boto3.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name=stack["region"]
+    )
+    return session.client(service, endpoint_url=stack["aws_endpoint_url"])
+
+
+def put_on_bus(stack: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    client = aws(stack, "events")
+    for start in range(0, len(events), 10):
+        entries = [put_events_entry(e, stack["event_bus_name"]) for e in events[start : start + 10]]
+        assert client.put_events(Entries=entries)["FailedEntryCount"] == 0
+
+
+def dedup_key(event: dict[str, Any]) -> str:
+    detail = event["detail"]
+    return f"{detail['metadata']['CorrelationId']}|{detail['topicName']}"
+
+
+def wait_until_ingest_is_idle(stack: dict[str, Any], seconds: float) -> None:
+    """Every message the ingest queue held was acknowledged (none waiting, none in flight)."""
+    sqs = aws(stack, "sqs")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        counts = sqs.get_queue_attributes(
+            QueueUrl=stack["ingest_queue_url"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        if set(counts.values()) == {"0"}:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the ingest queue still holds messages: {counts}")
+
+
+def test_genesys_samples_reach_every_consumer_and_malformed_ones_are_quarantined(
+    local_stack: dict[str, Any],
+) -> None:
+    stack = local_stack
+    samples = {path.name: json.loads(path.read_text()) for path in sorted(SAMPLES.glob("*.json"))}
+    assert set(samples) == {*EXPECTED, CONFLICT_SECOND}, "a sample without an expectation"
+    genesys_source = samples["conversation.acd.start.json"]["source"]
+    no_correlation = {
+        **samples["conversation.acd.start.json"],
+        "detail": {
+            "topicName": "v2.detail.events.conversation.c0c0c0c0-dead.acd.start",
+            "eventBody": "not an object",
+            "metadata": {},
+        },
+    }
+    no_interaction = {
+        "source": genesys_source,
+        "detail-type": "v2.users.{id}.presence",
+        "time": "2026-11-29T09:00:00Z",
+        "detail": {
+            "topicName": "v2.routing.queues.q-1.members",
+            "eventBody": {"presenceDefinition": {"systemPresence": "AVAILABLE"}},
+            "metadata": {"CorrelationId": "c0770c07-dead"},
+        },
+    }
+    first_wave = [samples[name] for name in EXPECTED]
+
+    put_on_bus(stack, [*first_wave, no_correlation, no_interaction])
+
+    by_key = {dedup_key(samples[name]): name for name in EXPECTED}
+    sqs = aws(stack, "sqs")
+    for consumer, where in stack["consumers"].items():
+        bodies = drain(sqs, where["queue_url"], len(first_wave), 60)
+        delivered = {dedup_key(body["event"]): body for body in bodies}
+        assert set(delivered) == set(by_key), consumer
+        assert len(bodies) == len(first_wave), f"{consumer} got an event twice"
+        for key, body in delivered.items():
+            name = by_key[key]
+            interaction_id, state, stage, occurred_at = EXPECTED[name]
+            assert set(body) == DELIVERED_FIELDS, name
+            assert body["interaction_id"] == interaction_id, name
+            assert (body["state"], body["stage"]) == (state, stage), name
+            assert body["occurred_at"] == occurred_at, name
+            assert body["detail_type"] == samples[name]["detail-type"], name
+            assert body["source"] == samples[name]["source"], name
+            assert body["sequence"] is None and body["replay"] is False, name
+            assert RFC3339_MILLIS.fullmatch(body["received_at"]), name
+            assert isinstance(body["late"], bool), name
+            # The event travels whole: the detail exactly as Genesys sent it.
+            assert body["event"]["detail"] == samples[name]["detail"], name
+            assert body["event"]["id"] == body["event_id"], name
+
+    quarantined = drain(sqs, stack["quarantine"]["queue_url"], 2, 30)
+    reasons = {json.loads(q["raw"])["detail"]["topicName"]: q for q in quarantined}
+    missing_fields = reasons[no_correlation["detail"]["topicName"]]
+    assert missing_fields["reason"] == "invalid"
+    assert "detail.metadata.CorrelationId" in missing_fields["errors"]
+    assert "detail.eventBody" in missing_fields["errors"]
+    unlocated = reasons[no_interaction["detail"]["topicName"]]
+    assert unlocated["reason"] == "invalid"
+    assert "no interaction id" in unlocated["errors"]["detail.topicName"][0]
+
+    # The second chat customer.end: same CorrelationId and topic, another payload.
+    second = samples[CONFLICT_SECOND]
+    assert dedup_key(second) == dedup_key(samples[CONFLICT_FIRST])
+    assert second["detail"] != samples[CONFLICT_FIRST]["detail"]
+    put_on_bus(stack, [second])
+    wait_until_ingest_is_idle(stack, 30)
+    # Acknowledged, so already published if it was going to be (fan-out precedes the ack).
+    for consumer, where in stack["consumers"].items():
+        assert drain(sqs, where["queue_url"], 1, 1) == [], f"{consumer} got the conflict"
+    assert drain(sqs, stack["quarantine"]["queue_url"], 1, 1) == []
+    dead = sqs.get_queue_attributes(
+        QueueUrl=stack["ingest_dlq_url"], AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    assert dead == "0"
+
+
+def test_a_signed_post_is_delivered_end_to_end_and_an_unsigned_one_is_refused(
+    local_stack: dict[str, Any],
+) -> None:
+    stack = local_stack
+    push = stack["push"]
+    assert push["url"] == stack["api_url"] + "/events"
+    secret = aws(stack, "secretsmanager").get_secret_value(SecretId=push["secret_name"])[
+        "SecretString"
+    ]
+    event = cxone_event("int-e2e-push", "Queued", 0, provider_event_id="cx-e2e-push-1")
+    body = json.dumps({"events": [event]}).encode("utf-8")
+
+    unsigned = requests.post(
+        push["url"], data=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    signed = signed_headers(secret, body)
+    response = requests.post(push["url"], data=body, headers=signed, timeout=10)
+
+    assert unsigned.status_code == 401
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"]
+    sqs = aws(stack, "sqs")
+    for consumer, where in stack["consumers"].items():
+        bodies = [
+            b
+            for b in drain(sqs, where["queue_url"], 1, 45)
+            if b["interaction_id"] == "int-e2e-push"
+        ]
+        assert len(bodies) == 1, consumer
+        assert set(bodies[0]) == DELIVERED_FIELDS
+        assert bodies[0]["stage"] == "Queued"
+        assert bodies[0]["event"]["detail"]["eventId"] == "cx-e2e-push-1"
+
+
+def test_simulate_via_https_drives_traffic_through_post_events(
+    local_stack: dict[str, Any], tmp_path: Path
+) -> None:
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps(local_stack))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RELAY_"))}
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.simulate",
+            "--via",
+            "https",
+            "--stack",
+            str(stack_file),
+            "--count",
+            "20",
+            "--rate",
+            "40",
+            "--seed",
+            "3",
+            "--invalid-ratio",
+            "0.1",
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"POST {local_stack['push']['url']}" in run.stdout
+    sqs = aws(local_stack, "sqs")
+    analytics = local_stack["consumers"]["analytics-sink"]["queue_url"]
+    delivered = drain(sqs, analytics, 1, 45)
+    assert delivered and all(b["source"] == local_stack["event_source"] for b in delivered)

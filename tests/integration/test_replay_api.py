@@ -1,0 +1,742 @@
+"""The REST replay API through chalice.test.Client, over a stage provisioned on moto.
+
+The event store is seeded with items made by `store.event_item`, exactly as the ingest
+pipeline writes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import boto3
+import pytest
+from chalice import Chalice
+from chalice.test import Client
+
+from chalicelib import store
+from chalicelib.api import api
+from chalicelib.config import load_settings
+from chalicelib.model import rfc3339, utc_now
+from chalicelib.resources import stack_spec
+from chalicelib.runtime import Runtime, get_runtime, reset_runtime
+from scripts.provisioning.infra import Clients, provision_infrastructure
+
+REGION = "us-east-1"  # as tests/conftest.py
+STAGE_CHANGED = "Interaction.Lifecycle.StageChanged"
+ROUTING = "Routing.StateChanged"
+CONTRACT_FIELDS = {
+    "event_id",
+    "interaction_id",
+    "participant_id",
+    "detail_type",
+    "stage",
+    "state",
+    "sequence",
+    "occurred_at",
+    "received_at",
+    "late",
+    "replay",
+    "replay_job_id",
+    "source",
+    "event",
+}
+
+
+# ---- helpers shared with test_replay_jobs ---------------------------------------------------
+
+
+def delivered(
+    interaction_id: str,
+    event_id: str,
+    occurred_at: str,
+    *,
+    sequence: int | None = None,
+    detail_type: str = STAGE_CHANGED,
+    late: bool = False,
+) -> dict[str, Any]:
+    """A delivered message as the pipeline stores it (DESIGN.md "Delivered message")."""
+    stage = "Connected" if detail_type == STAGE_CHANGED else None
+    state = None if detail_type == STAGE_CHANGED else "Available"
+    detail: dict[str, Any] = {"interaction.id": interaction_id}
+    if sequence is not None:
+        detail["sequence"] = sequence
+    return {
+        "event_id": event_id,
+        "interaction_id": interaction_id,
+        "participant_id": "agent-17",
+        "detail_type": detail_type,
+        "stage": stage,
+        "state": state,
+        "sequence": sequence,
+        "occurred_at": occurred_at,
+        "received_at": occurred_at,
+        "late": late,
+        "replay": False,
+        "replay_job_id": None,
+        "source": "com.nice.cxone.interactions",
+        "event": {"id": event_id, "detail-type": detail_type, "detail": detail},
+    }
+
+
+def seed(runtime: Runtime, messages: list[dict[str, Any]]) -> None:
+    """Write the messages' store items with BatchWriteItem (25 per request)."""
+    table = runtime.settings.names.events_table
+    now = utc_now()
+    items = [
+        store.event_item(
+            message,
+            dedup_key=message["event_id"],
+            payload_sha256="0" * 64,
+            retention_days=runtime.settings.store_retention_days,
+            now=now,
+        )
+        for message in messages
+    ]
+
+    def write(chunk: list[dict[str, Any]]) -> None:
+        pending = {table: [{"PutRequest": {"Item": item}} for item in chunk]}
+        while pending:
+            response = runtime.dynamodb.batch_write_item(RequestItems=pending)
+            pending = response.get("UnprocessedItems") or {}
+
+    chunks = [items[start : start + 25] for start in range(0, len(items), 25)]
+    list(runtime.executor.map(write, chunks))  # a few requests in flight: seeding is faster
+
+
+def at(base: datetime, seconds: float) -> str:
+    return rfc3339(base + timedelta(seconds=seconds))
+
+
+def make_client() -> Iterator[Client]:
+    """A chalice.test.Client over a small app holding just the blueprint."""
+    app = Chalice("test")
+    app.register_blueprint(api)
+    with Client(app, stage_name="test") as chalice_client:
+        yield chalice_client
+
+
+@contextlib.contextmanager
+def shared_stage_environment() -> Iterator[dict[str, str]]:
+    """A provisioned stage for a whole module (provisioning takes about a second per stage);
+    its tests keep apart by seeding their own interactions on their own days."""
+    env = {
+        "RELAY_APP": "relay",
+        "RELAY_STAGE": "s" + uuid.uuid4().hex[:10],
+        "RELAY_ACCOUNT_ID": "123456789012",
+        "AWS_REGION": REGION,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        provision_infrastructure(
+            Clients.from_session(boto3.Session(region_name=REGION)),
+            stack_spec(load_settings()),
+            False,
+        )
+        yield env
+
+
+def runtime_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """A fresh Runtime of a shared stage, for one test."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_runtime()
+    try:
+        yield get_runtime()
+    finally:
+        reset_runtime()
+
+
+@pytest.fixture(scope="module")
+def shared_stage_env(aws_endpoint: str) -> Iterator[dict[str, str]]:
+    with shared_stage_environment() as env:
+        yield env
+
+
+@pytest.fixture
+def stage(shared_stage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """The module's shared stage, for the read-only tests."""
+    yield from runtime_of(shared_stage_env, monkeypatch)
+
+
+@pytest.fixture
+def client(stage: Runtime) -> Iterator[Client]:
+    yield from make_client()
+
+
+@pytest.fixture
+def own_client(provisioned: Runtime) -> Iterator[Client]:
+    """A client over a stage of the test's own (for tests that fill the table)."""
+    yield from make_client()
+
+
+@pytest.fixture
+def bare_client(relay_env: dict[str, str]) -> Iterator[Client]:
+    """A client over a stage that is not provisioned: enough for requests refused before any
+    AWS call (a 400 from parameter checks), and much faster than provisioning."""
+    reset_runtime()
+    try:
+        yield from make_client()
+    finally:
+        reset_runtime()
+
+
+def get_json(client: Client, path: str, **params: Any) -> tuple[int, dict[str, Any]]:
+    url = path + ("?" + urlencode(params) if params else "")
+    response = client.http.get(url)
+    return response.status_code, json.loads(response.body)
+
+
+def walk(client: Client, path: str, **params: Any) -> tuple[list[dict[str, Any]], int]:
+    """Every event of a paged listing, and how many pages it took."""
+    events: list[dict[str, Any]] = []
+    cursor = None
+    pages = 0
+    while True:
+        query = dict(params, **({"cursor": cursor} if cursor else {}))
+        status, body = get_json(client, path, **query)
+        assert status == 200, body
+        pages += 1
+        events.extend(body["events"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return events, pages
+        assert pages < 1000, "the listing never ends"
+
+
+# ---- timeline -------------------------------------------------------------------------------
+
+BASE = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+def test_timeline_is_complete_and_in_sequence_order_across_pages(
+    client: Client, stage: Runtime
+) -> None:
+    # Sequence order deliberately differs from time order and from write order: sequence wins.
+    sequences = [4, 1, 7, 2, 6, 3, 5, 0]
+    messages = [
+        delivered("int-A", f"ev-{s}", at(BASE, 100 - 10 * s), sequence=s) for s in sequences
+    ]
+    seed(stage, [*messages, delivered("int-B", "other", at(BASE, 1), sequence=1)])
+
+    events, pages = walk(client, "/interactions/int-A/events", limit=3)
+
+    assert [e["sequence"] for e in events] == sorted(sequences)
+    assert pages == 3
+    assert {e["interaction_id"] for e in events} == {"int-A"}
+    assert all(set(e) == CONTRACT_FIELDS for e in events)  # no table keys leak out
+    assert events[0] == next(m for m in messages if m["sequence"] == 0)
+
+
+def test_timeline_orders_by_time_when_some_events_lack_a_sequence(
+    client: Client, stage: Runtime
+) -> None:
+    seed(
+        stage,
+        [
+            delivered("int-M", "b", at(BASE, 2), sequence=1),
+            delivered("int-M", "a", at(BASE, 3)),  # no sequence: the whole timeline goes by time
+            delivered("int-M", "c", at(BASE, 1), sequence=9),
+            delivered("int-M", "d", at(BASE, 2), sequence=0),  # tie on time: by event id
+        ],
+    )
+    status, body = get_json(client, "/interactions/int-M/events")
+    assert status == 200
+    assert [e["event_id"] for e in body["events"]] == ["c", "b", "d", "a"]
+    assert body["next_cursor"] is None
+
+
+def test_timeline_of_unknown_interaction_is_empty(client: Client) -> None:
+    status, body = get_json(client, "/interactions/nobody/events")
+    assert (status, body) == (200, {"events": [], "next_cursor": None})
+
+
+def test_timeline_path_with_special_characters(client: Client, stage: Runtime) -> None:
+    interaction = "v2.users/ä 1"
+    seed(stage, [delivered(interaction, "x1", at(BASE, 0))])
+    status, body = get_json(client, f"/interactions/{quote(interaction, safe='')}/events")
+    assert status == 200
+    assert [e["event_id"] for e in body["events"]] == ["x1"]
+
+
+# ---- window ---------------------------------------------------------------------------------
+
+NIGHT = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)  # the window spans midnight: two day buckets
+
+
+def _window_messages(night: datetime = NIGHT, prefix: str = "int") -> list[dict[str, Any]]:
+    messages = []
+    for n in range(40):
+        interaction = f"{prefix}-{n % 4}"
+        detail_type = ROUTING if n % 3 == 0 else STAGE_CHANGED
+        # 40 events, 9 minutes apart: 22:00 to 03:51, across midnight.
+        messages.append(
+            delivered(interaction, f"w{n:02d}", at(night, n * 540), detail_type=detail_type)
+        )
+    # Two events at the same millisecond in different interactions.
+    messages.append(delivered(f"{prefix}-1", "same-a", at(night, 3600)))
+    messages.append(delivered(f"{prefix}-2", "same-b", at(night, 3600)))
+    return messages
+
+
+def test_paged_window_walk_returns_every_event_once_chronologically(
+    client: Client, stage: Runtime
+) -> None:
+    messages = _window_messages()
+    since, until = at(NIGHT, 0), at(NIGHT, 39 * 540)  # since inclusive, until exclusive
+    outside = [
+        delivered("int-0", "before", at(NIGHT, -0.001)),
+        delivered("int-0", "at-until", until),
+        delivered("int-0", "next-day", at(NIGHT, 86400)),
+    ]
+    seed(stage, messages + outside)
+    inside = [m for m in messages if since <= m["occurred_at"] < until]
+
+    events, pages = walk(client, "/replay", since=since, until=until, limit=4)
+
+    assert [e["event_id"] for e in events] == [
+        m["event_id"] for m in sorted(inside, key=store.time_sort)
+    ]
+    assert len({e["event_id"] for e in events}) == len(events) == 42 - 1  # w39 is at until
+    assert [e["occurred_at"] for e in events] == sorted(e["occurred_at"] for e in events)
+    assert {e["occurred_at"][:10] for e in events} == {"2026-11-29", "2026-11-30"}
+    assert pages == math.ceil(len(inside) / 4)
+
+
+def test_window_filters_by_detail_type_and_interaction(client: Client, stage: Runtime) -> None:
+    night = datetime(2026, 12, 5, 22, 0, tzinfo=UTC)
+    messages = _window_messages(night, prefix="flt")
+    seed(stage, messages)
+    since, until = at(night, -1), at(night, 86400)
+
+    routing, _ = walk(client, "/replay", since=since, until=until, detail_type=ROUTING, limit=3)
+    assert [e["event_id"] for e in routing] == [
+        m["event_id"] for m in sorted(messages, key=store.time_sort) if m["detail_type"] == ROUTING
+    ]
+
+    one, _ = walk(client, "/replay", since=since, until=until, interaction_id="flt-1", limit=2)
+    assert [e["event_id"] for e in one] == [
+        m["event_id"]
+        for m in sorted(messages, key=store.time_sort)
+        if m["interaction_id"] == "flt-1"
+    ]
+
+    both, _ = walk(
+        client,
+        "/replay",
+        since=since,
+        until=until,
+        interaction_id="flt-0",
+        detail_type=ROUTING,
+        limit=2,
+    )
+    assert [e["event_id"] for e in both] == [
+        m["event_id"]
+        for m in sorted(messages, key=store.time_sort)
+        if m["interaction_id"] == "flt-0" and m["detail_type"] == ROUTING
+    ]
+
+
+def test_since_and_until_with_offsets_and_fractions_are_exact(
+    client: Client, stage: Runtime
+) -> None:
+    seed(
+        stage,
+        [
+            delivered("int-T", "t1", "2026-10-01T09:00:00.000Z"),
+            delivered("int-T", "t2", "2026-10-01T09:00:00.001Z"),
+            delivered("int-T", "t3", "2026-10-01T09:00:00.002Z"),
+        ],
+    )
+    # 10:00:00.0005+01:00 is 09:00:00.0005Z: t1 is before it, t3 is not before the until.
+    status, body = get_json(
+        client,
+        "/replay",
+        since="2026-10-01T10:00:00.0005+01:00",
+        until="2026-10-01T09:00:00.002Z",
+    )
+    assert status == 200, body
+    assert [e["event_id"] for e in body["events"]] == ["t2"]
+
+
+def test_a_page_stops_under_the_size_budget_and_still_has_a_cursor(
+    client: Client, stage: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib import queries
+
+    day = datetime(2026, 10, 2, tzinfo=UTC)
+    messages = [delivered("int-S", f"s{n}", at(day, n)) for n in range(6)]
+    seed(stage, messages)
+    one_event = queries.json_size(messages[0])
+    monkeypatch.setattr(queries, "RESPONSE_MAX_BYTES", int(one_event * 2.5))
+
+    status, body = get_json(client, "/replay", since=at(day, 0), until=at(day, 60), limit=100)
+    assert status == 200
+    assert len(body["events"]) == 2
+    assert body["next_cursor"] is not None
+    events, _ = walk(client, "/replay", since=at(day, 0), until=at(day, 60))
+    assert [e["event_id"] for e in events] == [m["event_id"] for m in messages]
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+SINCE = "2026-11-29T09:00:00Z"
+UNTIL = "2026-11-29T10:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter", "says"),
+    [
+        ({"until": UNTIL}, "since", "required"),
+        ({"since": SINCE}, "until", "required"),
+        ({"since": SINCE, "until": SINCE}, "until", "later than since"),
+        ({"since": UNTIL, "until": SINCE}, "until", "later than since"),
+        ({"since": "2026-11-29 09:00:00", "until": UNTIL}, "since", "RFC 3339"),
+        ({"since": "2026-11-29T09:00:00", "until": UNTIL}, "since", "RFC 3339"),
+        ({"since": SINCE, "until": "2026-11-29"}, "until", "RFC 3339"),
+        ({"since": SINCE, "until": "2026-02-30T10:00:00Z"}, "until", "not a real date"),
+        ({"since": SINCE, "until": UNTIL, "limit": "0"}, "limit", "1 to 1000"),
+        ({"since": SINCE, "until": UNTIL, "limit": "1001"}, "limit", "1 to 1000"),
+        ({"since": SINCE, "until": UNTIL, "limit": "x"}, "limit", "1 to 1000"),
+        ({"since": SINCE, "until": UNTIL, "limit": "2.5"}, "limit", "1 to 1000"),
+        ({"since": SINCE, "until": "2026-12-29T09:00:01Z"}, "until", "retention"),
+        ({"since": SINCE, "until": UNTIL, "detail_type": ""}, "detail_type", "1-256"),
+        ({"since": SINCE, "until": UNTIL, "interaction_id": "x" * 129}, "interaction_id", "1-128"),
+        ({"since": SINCE, "until": UNTIL, "limt": "5"}, "limt", "not a parameter"),
+        ({"since": SINCE, "until": UNTIL, "cursor": "garbage"}, "cursor", "not a cursor"),
+    ],
+)
+def test_bad_window_parameters_are_400_naming_the_parameter(
+    bare_client: Client, params: dict[str, str], parameter: str, says: str
+) -> None:
+    status, body = get_json(bare_client, "/replay", **params)
+    assert status == 400
+    assert body["Code"] == "BadRequestError"
+    assert body["Message"].startswith(f"{parameter}: ") or f"; {parameter}: " in body["Message"]
+    assert says in body["Message"]
+
+
+def test_repeated_parameter_is_400(bare_client: Client) -> None:
+    response = bare_client.http.get(f"/replay?since={SINCE}&until={UNTIL}&limit=5&limit=6")
+    assert response.status_code == 400
+    assert json.loads(response.body)["Message"].startswith("limit: ")
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [("limit=0", "limit"), ("limit=abc", "limit"), ("cursor=AAAA.BBBB", "cursor")],
+)
+def test_bad_timeline_parameters_are_400(bare_client: Client, query: str, parameter: str) -> None:
+    response = bare_client.http.get(f"/interactions/int-A/events?{query}")
+    assert response.status_code == 400
+    assert json.loads(response.body)["Message"].startswith(f"{parameter}: ")
+
+
+def test_long_interaction_id_in_path_is_400(bare_client: Client) -> None:
+    response = bare_client.http.get(f"/interactions/{'i' * 129}/events")
+    assert response.status_code == 400
+    assert json.loads(response.body)["Message"].startswith("interaction_id: ")
+
+
+def _first_cursor(client: Client, **params: Any) -> str:
+    status, body = get_json(client, "/replay", **params)
+    assert status == 200 and body["next_cursor"], body
+    return body["next_cursor"]
+
+
+def test_tampered_and_reused_cursors_are_400(client: Client, stage: Runtime) -> None:
+    day = datetime(2026, 10, 3, tzinfo=UTC)
+    seed(stage, [delivered("int-C", f"c{n}", at(day, n)) for n in range(5)])
+    params = {"since": at(day, 0), "until": at(day, 60), "limit": 2}
+    cursor = _first_cursor(client, **params)
+
+    payload, signature = cursor.split(".")
+    flipped = payload[:-1] + ("A" if payload[-1] != "A" else "B")
+    for bad in (f"{flipped}.{signature}", cursor[:-2], cursor + "x", f"{payload}.{payload}"):
+        status, body = get_json(client, "/replay", **params, cursor=bad)
+        assert status == 400, bad
+        assert body["Message"].startswith("cursor: ")
+        assert "altered" in body["Message"]
+
+    for other in ({"until": at(day, 61)}, {"detail_type": ROUTING}, {"interaction_id": "int-C"}):
+        status, body = get_json(client, "/replay", **{**params, **other}, cursor=cursor)
+        assert status == 400, other
+        assert body["Message"].startswith("cursor: ")
+        assert "other filters" in body["Message"]
+
+    # A listing cursor is not a timeline cursor, and a timeline cursor of one interaction does
+    # not page another.
+    status, body = get_json(client, "/interactions/int-C/events", cursor=cursor)
+    assert status == 400 and body["Message"].startswith("cursor: ")
+    status, body = get_json(client, "/interactions/int-C/events", limit=1)
+    status, body = get_json(client, "/interactions/int-D/events", cursor=body["next_cursor"])
+    assert status == 400 and "other filters" in body["Message"]
+
+    # The page size may change between pages: it is not a filter.
+    status, body = get_json(client, "/replay", **{**params, "limit": 3}, cursor=cursor)
+    assert status == 200
+    assert [e["event_id"] for e in body["events"]] == ["c2", "c3", "c4"]
+
+
+def test_cursor_key_comes_from_relay_cursor_key(
+    client: Client, stage: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = datetime(2026, 10, 4, tzinfo=UTC)
+    seed(stage, [delivered("int-K", f"k{n}", at(day, n)) for n in range(3)])
+    params = {"since": at(day, 0), "until": at(day, 60), "limit": 1}
+    monkeypatch.setenv("RELAY_CURSOR_KEY", "first secret")
+    cursor = _first_cursor(client, **params)
+    assert get_json(client, "/replay", **params, cursor=cursor)[0] == 200
+    monkeypatch.setenv("RELAY_CURSOR_KEY", "rotated secret")
+    status, body = get_json(client, "/replay", **params, cursor=cursor)
+    assert status == 400 and body["Message"].startswith("cursor: ")
+
+
+# ---- read cost ------------------------------------------------------------------------------
+
+
+class ReadMeter:
+    """Read units of every DynamoDB call, from the sizes of the items it returned.
+
+    moto reports a constant ConsumedCapacity, so units are computed the way DynamoDB bills
+    them: a Query by the total size of the items it read, in 4 KB units; BatchGetItem per item,
+    each rounded up to 4 KB. (No FilterExpression is used, so returned = examined.)
+    """
+
+    def __init__(self, dynamodb: Any) -> None:
+        self.operations: list[str] = []
+        self.units = 0
+        dynamodb.meta.events.register("before-call.dynamodb", self._before)
+        dynamodb.meta.events.register("after-call.dynamodb.*", self._after)
+
+    def _before(self, model: Any, **kwargs: Any) -> None:
+        self.operations.append(model.name)
+
+    def _after(self, parsed: dict[str, Any], model: Any, **kwargs: Any) -> None:
+        if model.name == "Query":
+            size = sum(store.item_size(item) for item in parsed.get("Items", []))
+            self.units += max(1, math.ceil(size / 4096))
+        elif model.name == "BatchGetItem":
+            for items in parsed.get("Responses", {}).values():
+                self.units += sum(max(1, math.ceil(store.item_size(i) / 4096)) for i in items)
+
+    def reset(self) -> None:
+        self.operations.clear()
+        self.units = 0
+
+
+def _bulk(count: int, offset: int, day: datetime) -> list[dict[str, Any]]:
+    # Same-sized events spread evenly over two days; ids of equal length.
+    step = 2 * 86400 / count
+    return [
+        delivered(
+            f"int-{(offset + n) % 500:05d}",
+            f"bulk-{offset + n:06d}",
+            at(day, n * step + offset % 7),
+        )
+        for n in range(count)
+    ]
+
+
+def test_a_window_page_costs_the_same_with_ten_times_the_events(
+    own_client: Client, provisioned: Runtime
+) -> None:
+    client = own_client
+    day = datetime(2026, 11, 1, tzinfo=UTC)
+    meter = ReadMeter(provisioned.dynamodb)
+    params = {"since": rfc3339(day), "until": rfc3339(day + timedelta(days=2)), "limit": 100}
+
+    def page_costs() -> list[int]:
+        costs = []
+        cursor = None
+        for _ in range(2):  # the first page, and one reached with a cursor
+            meter.reset()
+            query = dict(params, **({"cursor": cursor} if cursor else {}))
+            status, body = get_json(client, "/replay", **query)
+            assert status == 200 and len(body["events"]) == 100
+            costs.append(meter.units)
+            assert set(meter.operations) <= {"Query", "BatchGetItem"}, meter.operations
+            cursor = body["next_cursor"]
+        return costs
+
+    seed(provisioned, _bulk(1000, 0, day))
+    with_1k = page_costs()
+    seed(provisioned, _bulk(9000, 1000, day))
+    with_10k = page_costs()
+
+    assert with_1k == with_10k
+    # 100 items of about 700 bytes: 100 units; plus 101 small index entries: a handful.
+    assert all(100 <= cost <= 110 for cost in with_10k), with_10k
+    assert "Scan" not in meter.operations
+
+
+# ---- wiring ---------------------------------------------------------------------------------
+
+
+def test_every_route_is_behind_iam_in_every_app_the_blueprint_joins() -> None:
+    expected = {
+        ("/interactions/{interaction_id}/events", "GET"),
+        ("/replay", "GET"),
+        ("/replay/jobs", "POST"),
+        ("/replay/jobs/{job_id}", "GET"),
+    }
+    for _ in range(2):  # app.py's app and any number of test apps
+        app = Chalice("wiring")
+        app.register_blueprint(api)
+        routes = {
+            (path, method): entry
+            for path, methods in app.routes.items()
+            for method, entry in methods.items()
+        }
+        assert set(routes) == expected
+        assert all(type(e.authorizer).__name__ == "IAMAuthorizer" for e in routes.values())
+        assert "replay_worker" in app.handler_map
+
+
+def test_each_app_serves_its_own_request_after_the_blueprint_joined_another(
+    bare_client: Client,
+) -> None:
+    # bare_client's app is registered first; a second app joins later (as app.py's app and a
+    # test's app would in one process). Requests through the first must still be its own.
+    later = Chalice("later")
+    later.register_blueprint(api)
+    with Client(later, stage_name="test") as later_client:
+        assert later_client.http.get("/replay?limit=0").status_code == 400
+    response = bare_client.http.get(f"/replay?since={SINCE}&until={SINCE}")
+    assert json.loads(response.body)["Message"] == "until: must be later than since"
+    response = bare_client.http.post(
+        "/replay/jobs", headers={"Content-Type": "application/json"}, body="[]"
+    )
+    assert json.loads(response.body)["Message"].startswith("body: must be a JSON object")
+
+
+def test_openapi_document_describes_exactly_the_blueprint_routes() -> None:
+    document = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
+    app = Chalice("docs")
+    app.register_blueprint(api)
+    served = {(path, method.lower()) for path, methods in app.routes.items() for method in methods}
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert documented == served
+    validator = pytest.importorskip("openapi_spec_validator")  # comes with moto[server]
+    validator.validate(document)
+
+
+# ---- the operator CLI, over real HTTP ------------------------------------------------------
+
+
+@pytest.fixture
+def api_url(stage: Runtime) -> Iterator[str]:
+    """The blueprint served by Chalice's local dev server on 127.0.0.1 (as the local stack)."""
+    from chalice.config import Config
+    from chalice.local import create_local_server
+
+    app = Chalice("cli")
+    app.register_blueprint(api)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = create_local_server(app, Config.create(chalice_stage="test"), "127.0.0.1", port)
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+        thread.join(timeout=5)
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    from rich.console import Console
+
+    from scripts import replay
+
+    console = Console(record=True, width=250, file=io.StringIO())  # tables; JSON goes to stdout
+    code = replay.main(list(argv), console=console)
+    return code, console.export_text()
+
+
+def test_cli_lists_timeline_and_window_over_plain_http(
+    api_url: str, stage: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    day = datetime(2026, 10, 6, tzinfo=UTC)
+    seed(stage, [delivered("cli/1", f"cli-{n}", at(day, 60 - n), sequence=n) for n in range(5)])
+
+    code, output = _cli("--api-url", api_url, "timeline", "cli/1", "--limit", "2")
+    assert code == 0
+    assert "5 events" in output
+    assert output.index("cli-0") < output.index("cli-4")  # in sequence order, all pages
+
+    code, _ = _cli(
+        "--api-url", api_url, "--json", "window",
+        "--since", rfc3339(day), "--until", at(day, 3600), "--limit", "2",
+    )  # fmt: skip
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["event_id"] for line in lines] == [
+        f"cli-{n}" for n in range(4, -1, -1)
+    ]
+
+    code, output = _cli("--api-url", api_url, "window", "--since", "yesterday", "--until", "now")
+    assert code == 1
+    assert "400 BadRequestError" in output and "since:" in output
+
+
+def test_cli_starts_a_job_and_reports_it(
+    api_url: str, stage: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chalicelib import replay_jobs
+
+    day = datetime(2026, 10, 7, tzinfo=UTC)
+    seed(stage, [delivered("cli-job", f"j{n}", at(day, n)) for n in range(3)])
+    code, _ = _cli(
+        "--api-url", api_url, "--json", "start",
+        "--since", rfc3339(day), "--until", at(day, 60), "--consumer", "crm-updater",
+    )  # fmt: skip
+    assert code == 0
+    job_id = json.loads(capsys.readouterr().out)["job_id"]
+
+    # The worker runs outside the request; run it here, then follow the finished job.
+    assert replay_jobs.run_job(stage, job_id) is replay_jobs.RunOutcome.DONE
+    code, output = _cli("--api-url", api_url, "status", job_id, "--follow", "--interval", "0.1")
+    assert code == 0
+    assert "done" in output and "100.0%" in output
+    assert "matched 3" in output and "published 3" in output
+
+    code, output = _cli("--api-url", api_url, "status", "0" * 32)
+    assert code == 1 and "404 NotFoundError" in output
+
+
+def test_cli_signs_for_deployed_stages_only(aws_endpoint: str) -> None:
+    from scripts import replay
+
+    deployed = replay.client_for(
+        replay.parser().parse_args(
+            ["--api-url", "https://abc123.execute-api.eu-west-1.amazonaws.com/api", "status", "x"]
+        )
+    )
+    request = deployed.prepare("GET", "/replay", {"since": "a", "limit": None}, None)
+    authorization = request["headers"]["Authorization"]
+    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=")
+    assert "/eu-west-1/execute-api/aws4_request" in authorization
+    assert request["url"].endswith("/api/replay?since=a")
+
+    local = replay.client_for(
+        replay.parser().parse_args(["--api-url", "http://127.0.0.1:8000", "status", "x"])
+    )
+    assert "Authorization" not in local.prepare("GET", "/replay", None, None)["headers"]
+    forced = replay.client_for(
+        replay.parser().parse_args(["--api-url", "http://localhost:8000", "--sign", "status", "x"])
+    )
+    assert "Authorization" in forced.prepare("POST", "/replay/jobs", None, {"a": 1})["headers"]
