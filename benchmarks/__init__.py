@@ -1,0 +1,1 @@
+"""`make bench`: the ingest pipeline against the seed tutorial's design and Powertools."""

@@ -1,0 +1,1 @@
+"""The implementations the benchmark compares: ours, the seed tutorial's design, Powertools."""
