@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from chalicelib.model import CanonicalEvent
-from chalicelib.ordering import HighWaterMark, sort_interaction
+from chalicelib.ordering import HighWaterMark, precedes, sort_interaction
 
 
 @dataclass(frozen=True)
@@ -107,13 +107,16 @@ def plan_interaction(
     plan = InteractionPlan(record.interaction_id, duplicates=duplicates)
     if not fresh:
         return plan
-    if record.leased_by_other(terms.owner, terms.now_ms):
+    # A holder whose every claim is stored has finished: it releases a lease only when
+    # something stays in flight (that saves a write per interaction and batch).
+    holder_busy = any(key not in stored for key in record.inflight)
+    if holder_busy and record.leased_by_other(terms.owner, terms.now_ms):
         return replace(plan, waiting=tuple(fresh), wait_reason="interaction_busy")
 
     in_batch = {c.dedup_key for c in fresh}
     inflight: dict[str, InflightClaim] = {}
     abandoned: list[str] = []
-    blocking = False
+    pending: list[InflightClaim] = []  # claimed earlier, not in this batch, not at every consumer
     for key, claim in record.inflight.items():
         if key in stored:
             continue  # delivered; the crash came after storing it, before the record
@@ -123,13 +126,20 @@ def plan_interaction(
             abandoned.append(key)
         else:
             inflight[key] = claim
-            blocking = True
-    if blocking:
-        return replace(plan, waiting=tuple(fresh), wait_reason="older_event_pending")
+            pending.append(claim)
+    # A pending event holds back the newer ones (they would overtake it) and nothing else: an
+    # older fresh event is late anyway, and an older claimed one is due before it. Holding
+    # back more would deadlock two pending events whose records SQS returns in separate batches.
+    waiting = tuple(c for c in fresh if any(precedes(p, c.event) for p in pending))
+    ready = [c for c in fresh if c not in waiting]
+    if waiting:
+        plan = replace(plan, waiting=waiting, wait_reason="older_event_pending")
+    if not ready:
+        return plan
 
     hwm = record.hwm
     publications = []
-    for candidate in sort_interaction(fresh, event_of=lambda c: c.event):
+    for candidate in sort_interaction(ready, event_of=lambda c: c.event):
         claim = inflight.get(candidate.dedup_key)
         if claim is None:
             event = candidate.event
@@ -163,6 +173,12 @@ class Settlement:
     done: tuple[Publication, ...]  # reached every consumer: store, acknowledge
     pending: tuple[Publication, ...]  # some consumer missing: stays in flight, retried
     record: InteractionRecord  # lease released
+
+    @property
+    def record_needs_writing(self) -> bool:
+        """Only when something stays in flight: once every claim is stored, readers know
+        the holder is done (plan_interaction), so the claimed record can stay as it is."""
+        return bool(self.record.inflight)
 
 
 def settle_interaction(

@@ -183,16 +183,14 @@ class Ledger:
             raise LedgerError(f"claiming {record.interaction_id} failed: {_code(error)}") from error
         return None
 
-    def settle(
-        self, records: Sequence[dict[str, Any]], stored_items: Sequence[dict[str, Any]]
-    ) -> None:
-        """Store delivered events, then release leases, in BatchWriteItem calls.
+    def settle(self, writes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Store delivered events (and their index entries), then release leases, as
+        (table, item) puts in BatchWriteItem calls; interaction records go last.
 
         Plain puts: the lease (longer than the function timeout) guarantees that no other
         invocation has written these interaction records since our claim.
         """
-        writes = [(self.events_table, item) for item in stored_items]
-        writes += [(self.ledger_table, item) for item in records]
+        writes = sorted(writes, key=lambda write: write[0] == self.ledger_table)
         for chunk in _chunked(writes, MAX_WRITE_ITEMS):
             request: dict[str, list] = {}
             for table, item in chunk:

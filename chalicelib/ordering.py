@@ -39,6 +39,13 @@ def time_key(event: Ordered) -> tuple[str, str]:
     return (event.occurred_at, event.event_id)
 
 
+def precedes(first: Ordered, second: Ordered) -> bool:
+    """`first` comes before `second`: by sequence when both carry one, else by time."""
+    if first.sequence is not None and second.sequence is not None:
+        return sequence_key(first) < sequence_key(second)
+    return time_key(first) < time_key(second)
+
+
 def sort_interaction(items: Sequence[T], event_of: Callable[[T], Ordered] = _itself) -> list[T]:
     """One interaction's events (or things carrying one, via `event_of`) in order-key order."""
     if all(event_of(item).sequence is not None for item in items):

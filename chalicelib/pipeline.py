@@ -359,7 +359,9 @@ class IngestBatch:
         self._settle(plans, reached)
 
     def _settle(self, plans: list[InteractionPlan], reached: dict[str, set[str]]) -> None:
-        records, items, done, pending = [], [], [], []
+        writes: list[tuple[str, dict[str, Any]]] = []
+        done, pending = [], []
+        names = self.settings.names
         expires_at = int(self.now.timestamp()) + self.settings.dedup_retention_days * 86400
         for plan in plans:
             assert plan.claimed is not None
@@ -369,24 +371,24 @@ class IngestBatch:
                 reached,
                 self.settings.consumers,
             )
-            records.append(encode_record(settlement.record, expires_at))
+            if settlement.record_needs_writing:
+                writes.append((names.ledger_table, encode_record(settlement.record, expires_at)))
             for publication in settlement.done:
                 event = publication.candidate.event
                 message = delivered_message(
                     event, received_at=publication.claim.received_at, late=publication.claim.late
                 )
-                items.append(
-                    event_item(
-                        message,
-                        dedup_key=event.dedup_key,
-                        payload_sha256=event.payload_sha256,
-                        retention_days=self.settings.store_retention_days,
-                        now=self.now,
-                    )
+                item = event_item(
+                    message,
+                    dedup_key=event.dedup_key,
+                    payload_sha256=event.payload_sha256,
+                    retention_days=self.settings.store_retention_days,
+                    now=self.now,
                 )
+                writes.append((names.events_table, item))
             done += settlement.done
             pending += settlement.pending
-        self.ledger.settle(records, items)
+        self.ledger.settle(writes)
         for publication in done:
             self._ack_all(publication.candidate, "delivered", primary_decision="delivered")
             if publication.claim.late:
