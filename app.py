@@ -1,4 +1,10 @@
-"""Chalice wiring only: each handler hands over to chalicelib."""
+"""Chalice wiring only: each handler hands over to chalicelib.
+
+Each deployed function (ingest, refresh_token, the API, the replay worker) runs this same
+module, so handlers import their chalicelib entry points when first called: a function's cold
+start pays only for the code it runs (the ingest function never loads the CXone HTTP client,
+the API never loads the pipeline).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,7 @@ from chalice.app import CloudWatchEvent, SQSEvent
 
 from chalicelib.api import api
 from chalicelib.config import load_settings, names_from_environment
-from chalicelib.pipeline import handle_ingest
 from chalicelib.push_api import push_api
-from chalicelib.runtime import get_runtime
-from chalicelib.tokens import scheduled_refresh
 
 # Fail at cold start, naming the variable, rather than on the first event.
 load_settings()
@@ -32,9 +35,15 @@ app.register_blueprint(push_api)
     name="ingest",
 )
 def ingest(event: SQSEvent) -> dict[str, Any]:
+    from chalicelib.pipeline import handle_ingest
+    from chalicelib.runtime import get_runtime
+
     return handle_ingest(event.to_dict(), event.context, get_runtime())
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="refresh_token")
 def refresh_token(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.runtime import get_runtime
+    from chalicelib.tokens import scheduled_refresh
+
     return scheduled_refresh(get_runtime()).log_fields()

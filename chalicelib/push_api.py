@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from chalice import Blueprint, Response
 
-from chalicelib.push import handle_push
-from chalicelib.runtime import get_runtime
-
 
 def build_push_blueprint() -> Blueprint:
     """A new blueprint holding the route.
@@ -25,6 +22,10 @@ def build_push_blueprint() -> Blueprint:
 
     @blueprint.route("/events", methods=["POST"], content_types=["application/json"])
     def post_events() -> Response:
+        # Imported on first use: only the API function pays for it (see app.py).
+        from chalicelib.push import handle_push
+        from chalicelib.runtime import get_runtime
+
         request = blueprint.current_request
         outcome = handle_push(request.headers, request.raw_body, get_runtime())
         return Response(
