@@ -1,10 +1,11 @@
 """Replay page cost against the size of the event store.
 
-Stored events are written straight into a stage's events table (the items `store.event_item`
-builds, by parallel BatchWriteItem calls outside any measurement), then one window page is
-read through `chalicelib.queries.window` on a recorded session and billed. A page must cost
-the same whether the store holds 10,000 or 100,000 events: the `by_time` index is read from
-the window's start (or the cursor) and only as far as the page needs.
+Stored events are written straight into a stage's tables as the ingest pipeline's settle
+writes them (`store.event_item` per event, `store.time_index_items` per batch of 10), by
+parallel BatchWriteItem calls outside any measurement; then one window page is read through
+`chalicelib.queries.window` on a recorded session and billed. A page must cost the same
+whether the store holds 10,000 or 100,000 events: the time index is read from the window's
+start (or the cursor's second) and only as far as the page needs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from benchmarks.implementations.ours import provision
 from benchmarks.metering import CallRecorder, bill, describe_tables
 from chalicelib.model import InvalidEvent, delivered_message, rfc3339, sha256_hex, utc_now
 from chalicelib.queries import WindowFilter, window
-from chalicelib.store import event_item, time_sort
+from chalicelib.store import StoreTables, event_item, time_index_items, time_sort
 from chalicelib.validation import validate_record
 from scripts.simulate import generate_traffic
 
@@ -33,6 +34,7 @@ STORE_START = datetime(2026, 11, 2, tzinfo=UTC)  # one day bucket holds the whol
 EVENT_GAP = timedelta(milliseconds=250)
 EVENTS_PER_INTERACTION = 8
 WRITE_BATCH = 25
+SETTLE_BATCH = 10  # events per ingest batch: one time-index item per second of each
 WRITER_THREADS = 4
 
 
@@ -58,39 +60,52 @@ def stored_message(index: int, templates: Sequence[dict[str, Any]]) -> dict[str,
     }
 
 
-def _items(
-    first: int, last: int, templates: Sequence[dict[str, Any]], now: datetime
-) -> Iterator[dict[str, Any]]:
-    for index in range(first, last):
-        message = stored_message(index, templates)
-        yield event_item(
-            message,
-            dedup_key=message["event_id"],
-            payload_sha256=sha256_hex(message["event_id"]),
+def _writes(
+    tables: StoreTables, first: int, last: int, templates: Sequence[dict[str, Any]], now: datetime
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(table, item) for stored events `first`..`last - 1`, settled in batches of 10."""
+    for start in range(first, last, SETTLE_BATCH):
+        batch = [
+            stored_message(i, templates) for i in range(start, min(start + SETTLE_BATCH, last))
+        ]
+        for message in batch:
+            item = event_item(
+                message,
+                dedup_key=message["event_id"],
+                payload_sha256=sha256_hex(message["event_id"]),
+                retention_days=30,
+                now=now,
+            )
+            yield tables.events, item
+        for item in time_index_items(
+            [(message, message["event_id"]) for message in batch],
+            shards=tables.time_index_shards,
             retention_days=30,
             now=now,
-        )
+        ):
+            yield tables.time_index, item
 
 
-def fill(table: str, first: int, last: int, templates: Sequence[dict[str, Any]]) -> None:
+def fill(tables: StoreTables, first: int, last: int, templates: Sequence[dict[str, Any]]) -> None:
     """Write stored events `first`..`last - 1` with parallel BatchWriteItem calls."""
     dynamodb = boto3.Session(region_name=REGION).client(
         "dynamodb", config=Config(max_pool_connections=WRITER_THREADS * 2)
     )
-    now = utc_now()
-    items = list(_items(first, last, templates, now))
+    writes = list(_writes(tables, first, last, templates, utc_now()))
 
-    def write(chunk: list[dict[str, Any]]) -> None:
-        request = {table: [{"PutRequest": {"Item": item}} for item in chunk]}
+    def write(chunk: list[tuple[str, dict[str, Any]]]) -> None:
+        request: dict[str, list[dict[str, Any]]] = {}
+        for table, item in chunk:
+            request.setdefault(table, []).append({"PutRequest": {"Item": item}})
         while request:
             request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems")
 
-    chunks = [items[i : i + WRITE_BATCH] for i in range(0, len(items), WRITE_BATCH)]
+    chunks = [writes[i : i + WRITE_BATCH] for i in range(0, len(writes), WRITE_BATCH)]
     with ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
         list(pool.map(write, chunks))
 
 
-def measure_page(table: str, after: str | None) -> dict[str, Any]:
+def measure_page(tables: StoreTables, after: str | None) -> dict[str, Any]:
     """Read one window page (the whole store's day, `limit` 100) and bill it."""
     recorder = CallRecorder()
     session = boto3.Session(region_name=REGION)
@@ -100,10 +115,11 @@ def measure_page(table: str, after: str | None) -> dict[str, Any]:
         since=rfc3339(STORE_START), until=rfc3339(STORE_START + timedelta(days=1))
     )
     started = time.perf_counter()
-    page = window(dynamodb, table, window_filter, limit=PAGE_LIMIT, after=after)
+    page = window(dynamodb, tables, window_filter, limit=PAGE_LIMIT, after=after)
     seconds = time.perf_counter() - started
     recorder.enabled = False
-    charges = bill(recorder.calls, describe_tables(boto3.Session().client("dynamodb"), [table]))
+    shapes = describe_tables(boto3.Session().client("dynamodb"), [tables.events, tables.time_index])
+    charges = bill(recorder.calls, shapes)
     return {
         "events_returned": len(page.events),
         "read_units": charges.read_units,
@@ -116,19 +132,19 @@ def replay_page_cost(sizes: Sequence[int]) -> list[dict[str, Any]]:
     """Page cost (first page and a page from the middle of the store) at each store size."""
     settings = relay_settings(fresh_stage("r"))
     provision(boto3.Session(region_name=REGION), settings)
-    table = settings.names.events_table
+    tables = StoreTables.of(settings)
     templates = message_templates(settings)
     results = []
     stored = 0
     for size in sorted(sizes):
-        fill(table, stored, size, templates)
+        fill(tables, stored, size, templates)
         stored = size
         middle = time_sort(stored_message(size // 2, templates))
         results.append(
             {
                 "stored_events": size,
-                "first_page": measure_page(table, after=None),
-                "middle_page": measure_page(table, after=middle),
+                "first_page": measure_page(tables, after=None),
+                "middle_page": measure_page(tables, after=middle),
             }
         )
     return results

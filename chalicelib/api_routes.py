@@ -22,6 +22,7 @@ from chalicelib.api_params import (
 from chalicelib.cursors import CursorError, cursor_key, decode_cursor, encode_cursor
 from chalicelib.profiles.common import shown
 from chalicelib.runtime import Runtime, get_runtime
+from chalicelib.store import StoreTables
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def replay_listing(request: Request) -> dict[str, Any]:
             raise BadRequestError("cursor: is not a replay listing cursor")
     page = queries.window(
         runtime.dynamodb,
-        runtime.settings.names.events_table,
+        StoreTables.of(runtime.settings),
         queries.WindowFilter(
             since=params.since,
             until=params.until,

@@ -51,6 +51,7 @@ class ResourceNames:
     quarantine_topic: str
     ledger_table: str
     events_table: str
+    time_index_table: str
     jobs_table: str
     event_bus: str
     ingest_rule: str
@@ -79,6 +80,7 @@ class Settings:
     backoff_base_seconds: int = 2
     backoff_max_seconds: int = 60
     genesys_enabled: bool = True
+    time_index_shards: int = 4
 
     @property
     def prefix(self) -> str:
@@ -134,6 +136,7 @@ def resource_names(
         quarantine_topic=pick("RELAY_QUARANTINE_TOPIC", "quarantine"),
         ledger_table=pick("RELAY_LEDGER_TABLE", "ledger"),
         events_table=pick("RELAY_EVENTS_TABLE", "events"),
+        time_index_table=pick("RELAY_TIME_INDEX_TABLE", "time-index"),
         jobs_table=pick("RELAY_JOBS_TABLE", "replay-jobs"),
         event_bus=pick("RELAY_EVENT_BUS", "bus"),
         ingest_rule=pick("RELAY_INGEST_RULE", "ingest-rule"),
@@ -190,6 +193,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         backoff_base_seconds=env_int(env, "RELAY_BACKOFF_BASE_SECONDS", 2, minimum=0),
         backoff_max_seconds=env_int(env, "RELAY_BACKOFF_MAX_SECONDS", 60, minimum=0),
         genesys_enabled=genesys == "true",
+        time_index_shards=env_int(env, "RELAY_TIME_INDEX_SHARDS", 4, minimum=1),
     )
 
 

@@ -46,7 +46,7 @@ from chalicelib.model import (
     utc_now,
 )
 from chalicelib.runtime import Runtime
-from chalicelib.store import event_item
+from chalicelib.store import event_item, time_index_items
 from chalicelib.telemetry import BatchMetrics, audit, logger
 from chalicelib.validation import validate_record
 
@@ -317,13 +317,7 @@ class IngestBatch:
             return
         publications: list[Publication] = [p for plan in plans for p in plan.publications]
         messages = {
-            str(n): OutboundMessage.from_message(
-                str(n),
-                delivered_message(
-                    p.candidate.event, received_at=p.claim.received_at, late=p.claim.late
-                ),
-                p.candidate.event.event_id,
-            )
+            str(n): OutboundMessage.from_message(str(n), publication_message(p), p.claim.event_id)
             for n, p in enumerate(publications)
         }
 
@@ -334,7 +328,9 @@ class IngestBatch:
                 if consumer not in p.claim.delivered
             ]
 
-        reached: dict[str, set[str]] = defaultdict(set)
+        # Per interaction: dedup keys are scoped by interaction (a provider's event id may
+        # recur in another one), so one interaction's publish never settles another's.
+        reached: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         try:
             results = fan_out(
                 self.runtime.sns, self.runtime.consumer_topics, messages_for, self.runtime.executor
@@ -344,7 +340,8 @@ class IngestBatch:
             results = {}
         for consumer, result in results.items():
             for key in result.published:
-                reached[publications[int(key)].candidate.dedup_key].add(consumer)
+                event = publications[int(key)].candidate.event
+                reached[event.interaction_id][event.dedup_key].add(consumer)
             self.metrics.consumer(
                 consumer,
                 delivered=len(result.published),
@@ -358,8 +355,11 @@ class IngestBatch:
                 )
         self._settle(plans, reached)
 
-    def _settle(self, plans: list[InteractionPlan], reached: dict[str, set[str]]) -> None:
+    def _settle(
+        self, plans: list[InteractionPlan], reached: dict[str, dict[str, set[str]]]
+    ) -> None:
         writes: list[tuple[str, dict[str, Any]]] = []
+        stored: list[tuple[dict[str, Any], str]] = []  # (message, dedup key) for the index
         done, pending = [], []
         names = self.settings.names
         expires_at = int(self.now.timestamp()) + self.settings.dedup_retention_days * 86400
@@ -368,16 +368,15 @@ class IngestBatch:
             settlement = settle_interaction(
                 plan.claimed,
                 plan.publications,
-                reached,
+                reached[plan.interaction_id],
                 self.settings.consumers,
             )
             if settlement.record_needs_writing:
                 writes.append((names.ledger_table, encode_record(settlement.record, expires_at)))
             for publication in settlement.done:
                 event = publication.candidate.event
-                message = delivered_message(
-                    event, received_at=publication.claim.received_at, late=publication.claim.late
-                )
+                message = publication_message(publication)
+                stored.append((message, event.dedup_key))
                 item = event_item(
                     message,
                     dedup_key=event.dedup_key,
@@ -388,7 +387,15 @@ class IngestBatch:
                 writes.append((names.events_table, item))
             done += settlement.done
             pending += settlement.pending
-        self.ledger.settle(writes)
+        # Index entries go first: an event item without its entry would be in no window for
+        # good (its dedup record stops a retry from storing it again); the reverse is harmless.
+        index = time_index_items(
+            stored,
+            shards=self.settings.time_index_shards,
+            retention_days=self.settings.store_retention_days,
+            now=self.now,
+        )
+        self.ledger.settle([(names.time_index_table, item) for item in index] + writes)
         for publication in done:
             self._ack_all(publication.candidate, "delivered", primary_decision="delivered")
             if publication.claim.late:
@@ -412,6 +419,21 @@ class IngestBatch:
         for message_id in rest:
             self.outcome.ack(message_id, "duplicate")
             self.metrics.count("Duplicates")
+
+
+def publication_message(publication: Publication) -> dict[str, Any]:
+    """The delivered message of a claimed event, under the event id it was claimed with.
+
+    A provider re-send (same provider event id, new envelope id) may be the record that
+    retries a partly published event; its message keeps the first id, so every consumer and
+    every repeat sees one stable `event_id` (consumers and FIFO topics dedupe on it).
+    """
+    claim = publication.claim
+    message = delivered_message(
+        publication.candidate.event, received_at=claim.received_at, late=claim.late
+    )
+    message["event_id"] = claim.event_id
+    return message
 
 
 def _ids(event: CanonicalEvent) -> dict[str, str]:

@@ -53,6 +53,7 @@ from chalicelib.model import SNS_MAX_MESSAGE_BYTES, rfc3339, utc_now
 from chalicelib.queries import StoredEvent, WindowFilter, window
 from chalicelib.resources import VISIBILITY_FACTOR, ingest_timeout_seconds
 from chalicelib.runtime import Runtime
+from chalicelib.store import StoreTables
 
 logger = logging.getLogger(__name__)
 
@@ -582,7 +583,7 @@ def run_job(
         while True:
             page = window(
                 runtime.dynamodb,
-                settings.names.events_table,
+                StoreTables.of(settings),
                 job.window_filter,
                 limit=page_size or PAGE_SIZE,
                 after=job.after,

@@ -71,37 +71,17 @@ def key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
 
 
 @dataclass(frozen=True)
-class IndexSpec:
-    name: str
-    hash_key: str
-    range_key: str
-
-    def definition(self) -> dict[str, Any]:
-        """The GSI as DynamoDB and CloudFormation both spell it."""
-        return {
-            "IndexName": self.name,
-            "KeySchema": key_schema(self.hash_key, self.range_key),
-            # Keys only: the index costs one small write per item; pages fetch the items.
-            "Projection": {"ProjectionType": "KEYS_ONLY"},
-        }
-
-
-@dataclass(frozen=True)
 class TableSpec:
     name: str
     hash_key: str
     range_key: str | None = None
-    indexes: tuple[IndexSpec, ...] = ()
     ttl_attribute: str = "expires_at"
 
     def key_schema(self) -> list[dict[str, str]]:
         return key_schema(self.hash_key, self.range_key)
 
     def attribute_names(self) -> list[str]:
-        names = [self.hash_key] + ([self.range_key] if self.range_key else [])
-        for index in self.indexes:
-            names += [index.hash_key, index.range_key]
-        return list(dict.fromkeys(names))
+        return [self.hash_key] + ([self.range_key] if self.range_key else [])
 
 
 @dataclass(frozen=True)
@@ -173,14 +153,11 @@ def stack_spec(settings: Settings) -> StackSpec:
         tables=(
             # Per-interaction lease, high-water mark and in-flight claims (see ledger.py).
             TableSpec(names.ledger_table, hash_key="pk"),
-            # Delivered events: the timeline (pk = interaction) and, through the keys-only
-            # time index, chronological windows; the same item is the dedup record.
-            TableSpec(
-                names.events_table,
-                hash_key="pk",
-                range_key="sk",
-                indexes=(IndexSpec("by_time", "time_bucket", "time_sort"),),
-            ),
+            # Delivered events: the timeline (pk = interaction); the item is the dedup record.
+            TableSpec(names.events_table, hash_key="pk", range_key="sk"),
+            # Chronological windows: per settled batch, one item per second of its events,
+            # spread over shards of each day (see store.py) instead of a GSI entry per event.
+            TableSpec(names.time_index_table, hash_key="pk", range_key="sk"),
             TableSpec(names.jobs_table, hash_key="pk", range_key="sk"),
         ),
         event_bus=names.event_bus,

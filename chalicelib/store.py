@@ -1,9 +1,10 @@
-"""The event store's item layout (events table): one item per delivered event.
+"""The event store's item layout: the events table and the time index beside it.
+
+Events table, one item per delivered event:
 
     pk           interaction id                      -> an interaction's timeline
     sk           "E#" + dedup key                    -> also the dedup record (delivered)
-    time_bucket  day of occurred_at ("2026-11-29")   -> keys-only GSI `by_time` for windows
-    time_sort    occurred_at # interaction # order # event id
+    time_sort    occurred_at # interaction # order # event id   (window order and positions)
     msg          the delivered message, zlib-compressed JSON (fewer write units)
     sha          payload fingerprint, to count same-key-different-payload conflicts
     occurred_at, event_id, seq   plain attributes for ordering without decompressing
@@ -11,31 +12,84 @@
 
 The item is written only once the event reached every consumer, so "stored" means
 "delivered" and a re-sent event finds its dedup record here.
+
+Time-index table, one item per second of occurred_at per settled batch (not per event):
+
+    pk           "<day>#<shard>"  ("2026-11-29#3"), shard in 0..shards-1
+    sk           "<second>#<token>"  ("2026-11-29T09:00:01#5f2c0e9a41b7")
+    e            zlib-compressed JSON list of entries, one per event of that second in the
+                 batch: [".250Z", interaction id, sequence or null, event id,
+                 dedup key or null (null: same as the event id), detail type]
+    expires_at   TTL, the same as the events' items
+
+A keys-only GSI on the events table would cost one write unit per event, all of a day under
+one partition key (a hot partition at 1,000 events/s). Here a batch of 10 events of one second
+is one item of about 650 bytes: one write unit for ten events. The shard spreads a day's
+writes over `shards` partition keys; readers query every shard of a day and merge them (see
+queries.py). The token is a hash of the item's entries, so a settle retried with the same
+events rewrites the same item instead of adding a copy (readers also drop repeated entries).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from chalicelib.config import Settings
+
 EVENT_KEY_PREFIX = "E#"
-TIME_INDEX = "by_time"
+# Seconds are "YYYY-MM-DDTHH:MM:SS": the first 19 characters of a stored time.
+SECOND_CHARS = 19
+DAY_CHARS = 10
+TOKEN_CHARS = 12
+# Bounds one index item's size whatever the batch size (DynamoDB items stop at 400 KB); a
+# second holding more events of one batch gets several items.
+MAX_ENTRIES_PER_INDEX_ITEM = 100
+
+
+@dataclass(frozen=True)
+class StoreTables:
+    """Where stored events live: the events table and its time index with its shard count.
+
+    Readers query shards 0..shards-1 of every day, so lowering the shard count hides entries
+    written to the higher shards until they expire: only ever raise it.
+    """
+
+    events: str
+    time_index: str
+    time_index_shards: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> StoreTables:
+        return cls(
+            events=settings.names.events_table,
+            time_index=settings.names.time_index_table,
+            time_index_shards=settings.time_index_shards,
+        )
 
 
 def event_sort_key(dedup_key: str) -> str:
     return EVENT_KEY_PREFIX + dedup_key
 
 
-def time_bucket(occurred_at: str) -> str:
-    return occurred_at[:10]
+def time_sort_of(occurred_at: str, interaction_id: str, sequence: int | None, event_id: str) -> str:
+    """Window order: time, then interaction, then its order key, then event id."""
+    order = f"{sequence:012d}" if isinstance(sequence, int) else "-"
+    return f"{occurred_at}#{interaction_id}#{order}#{event_id}"
 
 
 def time_sort(message: dict[str, Any]) -> str:
-    sequence = message.get("sequence")
-    order = f"{sequence:012d}" if isinstance(sequence, int) else "-"
-    return f"{message['occurred_at']}#{message['interaction_id']}#{order}#{message['event_id']}"
+    return time_sort_of(
+        message["occurred_at"],
+        message["interaction_id"],
+        message.get("sequence"),
+        message["event_id"],
+    )
 
 
 def encode_message(message: dict[str, Any]) -> bytes:
@@ -52,6 +106,10 @@ def event_key(interaction_id: str, dedup_key: str) -> dict[str, dict[str, str]]:
     return {"pk": {"S": interaction_id}, "sk": {"S": event_sort_key(dedup_key)}}
 
 
+def _expires_at(now: datetime, retention_days: int) -> dict[str, str]:
+    return {"N": str(int((now + timedelta(days=retention_days)).timestamp()))}
+
+
 def event_item(
     message: dict[str, Any],
     *,
@@ -63,17 +121,108 @@ def event_item(
     """The low-level item for one delivered message."""
     item: dict[str, Any] = {
         **event_key(message["interaction_id"], dedup_key),
-        "time_bucket": {"S": time_bucket(message["occurred_at"])},
         "time_sort": {"S": time_sort(message)},
         "occurred_at": {"S": message["occurred_at"]},
         "event_id": {"S": message["event_id"]},
         "msg": {"B": encode_message(message)},
         "sha": {"S": payload_sha256},
-        "expires_at": {"N": str(int((now + timedelta(days=retention_days)).timestamp()))},
+        "expires_at": _expires_at(now, retention_days),
     }
     if isinstance(message.get("sequence"), int):
         item["seq"] = {"N": str(message["sequence"])}
     return item
+
+
+# ---- time index -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeIndexEntry:
+    """One stored event as the time index knows it: enough to order, filter and fetch it."""
+
+    time_sort: str
+    occurred_at: str
+    interaction_id: str
+    dedup_key: str
+    detail_type: str
+
+    def event_key(self) -> dict[str, dict[str, str]]:
+        return event_key(self.interaction_id, self.dedup_key)
+
+
+def _entry_fields(message: dict[str, Any], dedup_key: str) -> list[Any]:
+    sequence = message.get("sequence")
+    return [
+        message["occurred_at"][SECOND_CHARS:],
+        message["interaction_id"],
+        sequence if isinstance(sequence, int) else None,
+        message["event_id"],
+        None if dedup_key == message["event_id"] else dedup_key,
+        message["detail_type"],
+    ]
+
+
+def time_index_items(
+    messages: Sequence[tuple[dict[str, Any], str]],
+    *,
+    shards: int,
+    retention_days: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Low-level time-index items for the stored events of one batch.
+
+    `messages` holds (delivered message, dedup key) pairs. One item per second of occurred_at
+    (more only past MAX_ENTRIES_PER_INDEX_ITEM events of one second), entries in time_sort
+    order; an event given twice is indexed once.
+    """
+    by_second: dict[str, dict[str, list[Any]]] = {}
+    for message, dedup_key in messages:
+        second = message["occurred_at"][:SECOND_CHARS]
+        by_second.setdefault(second, {})[time_sort(message)] = _entry_fields(message, dedup_key)
+    expires_at = _expires_at(now, retention_days)
+    items = []
+    for second, entries in sorted(by_second.items()):
+        ordered = [entries[key] for key in sorted(entries)]
+        for start in range(0, len(ordered), MAX_ENTRIES_PER_INDEX_ITEM):
+            chunk = ordered[start : start + MAX_ENTRIES_PER_INDEX_ITEM]
+            raw = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            # Same entries, same token and shard: a repeated write replaces, never duplicates.
+            token = hashlib.sha256(second.encode() + raw).hexdigest()[:TOKEN_CHARS]
+            shard = int(token, 16) % shards
+            items.append(
+                {
+                    "pk": {"S": f"{second[:DAY_CHARS]}#{shard}"},
+                    "sk": {"S": f"{second}#{token}"},
+                    "e": {"B": zlib.compress(raw, 9)},
+                    "expires_at": expires_at,
+                }
+            )
+    return items
+
+
+def time_index_second(item: dict[str, Any]) -> str:
+    """The second ("YYYY-MM-DDTHH:MM:SS") a time-index item holds entries of."""
+    return item["sk"]["S"][:SECOND_CHARS]
+
+
+def decode_time_index_item(item: dict[str, Any]) -> list[TimeIndexEntry]:
+    """The entries of a low-level time-index item, in the order they were written."""
+    second = time_index_second(item)
+    entries = []
+    for fraction, interaction_id, sequence, event_id, dedup_key, detail_type in json.loads(
+        zlib.decompress(item["e"]["B"]).decode("utf-8")
+    ):
+        occurred_at = second + fraction
+        entries.append(
+            TimeIndexEntry(
+                time_sort=time_sort_of(occurred_at, interaction_id, sequence, event_id),
+                occurred_at=occurred_at,
+                interaction_id=interaction_id,
+                dedup_key=event_id if dedup_key is None else dedup_key,
+                detail_type=detail_type,
+            )
+        )
+    return entries
 
 
 def item_size(item: dict[str, Any]) -> int:

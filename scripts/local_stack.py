@@ -385,6 +385,7 @@ class LocalStack:
             "tables": {
                 "ledger": settings.names.ledger_table,
                 "events": settings.names.events_table,
+                "time_index": settings.names.time_index_table,
                 "replay_jobs": settings.names.jobs_table,
             },
             "api_url": f"http://127.0.0.1:{self.args.api_port}",

@@ -60,7 +60,7 @@ TABLE_ACTIONS = (
     "dynamodb:PutItem",
     "dynamodb:Query",
     "dynamodb:UpdateItem",
-)  # no Scan: every read uses a key or an index
+)  # no Scan: every read uses a key
 
 
 class PackageError(RuntimeError):
@@ -199,8 +199,6 @@ def table_resource(table: TableSpec, stage: str) -> dict[str, Any]:
             "KMSMasterKeyId": if_customer_key(ref(KEY_ID), NO_VALUE),
         },
     }
-    if table.indexes:
-        properties["GlobalSecondaryIndexes"] = [index.definition() for index in table.indexes]
     # Production keeps its data when the stack goes; other stages clean up after themselves.
     policy = "Retain" if stage == "prod" else "Delete"
     return {
@@ -719,11 +717,7 @@ def iam_policy(settings: Settings, spec: StackSpec | None = None) -> dict[str, A
     spec = spec or stack_spec(settings)
     names = settings.names
     consumed = [q.name for q in spec.queues if q.dead_letter_queue]  # those with a function
-    table_arns: list[str] = []
-    for table in spec.tables:
-        table_arns.append(_arn("dynamodb", f"table/{table.name}"))
-        if table.indexes:
-            table_arns.append(_arn("dynamodb", f"table/{table.name}/index/*"))
+    table_arns = [_arn("dynamodb", f"table/{table.name}") for table in spec.tables]
 
     def secret(name: str) -> str:
         # Secrets Manager appends "-" and six random characters to every secret's ARN.

@@ -1,10 +1,17 @@
-"""Builders shared by the tests: CXone events and Lambda-shaped SQS events."""
+"""Builders shared by the tests: CXone events, Lambda-shaped SQS events, a seeded store."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from datetime import datetime
 from typing import Any
+
+from chalicelib import store
+from chalicelib.config import Settings
+from chalicelib.model import utc_now
 
 
 def cxone_event(
@@ -61,3 +68,65 @@ def sqs_lambda_event(
             }
         )
     return {"Records": records}
+
+
+def store_items(
+    settings: Settings,
+    messages: Sequence[dict[str, Any]],
+    *,
+    batch_size: int = 10,
+    now: datetime | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(table, item) pairs for delivered messages, as the ingest pipeline's settle writes
+    them: an events item per message and, per batch of `batch_size` messages in the given
+    order, that batch's time-index items. Each message's dedup key is its event id."""
+    now = now or utc_now()
+    names = settings.names
+    writes: list[tuple[str, dict[str, Any]]] = []
+    for start in range(0, len(messages), batch_size):
+        batch = messages[start : start + batch_size]
+        for message in batch:
+            item = store.event_item(
+                message,
+                dedup_key=message["event_id"],
+                payload_sha256="0" * 64,
+                retention_days=settings.store_retention_days,
+                now=now,
+            )
+            writes.append((names.events_table, item))
+        index_items = store.time_index_items(
+            [(message, message["event_id"]) for message in batch],
+            shards=settings.time_index_shards,
+            retention_days=settings.store_retention_days,
+            now=now,
+        )
+        writes += [(names.time_index_table, item) for item in index_items]
+    return writes
+
+
+def seed_store(
+    dynamodb: Any,
+    settings: Settings,
+    messages: Sequence[dict[str, Any]],
+    *,
+    executor: Executor | None = None,
+    batch_size: int = 10,
+) -> None:
+    """Store delivered messages as the pipeline does (see `store_items`), with BatchWriteItem
+    (25 items per request, a few requests in flight when an executor is given)."""
+    writes = store_items(settings, messages, batch_size=batch_size)
+
+    def write(chunk: list[tuple[str, dict[str, Any]]]) -> None:
+        pending: dict[str, list[dict[str, Any]]] = {}
+        for table, item in chunk:
+            pending.setdefault(table, []).append({"PutRequest": {"Item": item}})
+        while pending:
+            response = dynamodb.batch_write_item(RequestItems=pending)
+            pending = response.get("UnprocessedItems") or {}
+
+    chunks = [writes[start : start + 25] for start in range(0, len(writes), 25)]
+    if executor is None:
+        for chunk in chunks:
+            write(chunk)
+    else:
+        list(executor.map(write, chunks))

@@ -33,7 +33,7 @@ class Ours:
 
     def tables(self) -> list[str]:
         names = self.runtime.settings.names
-        return [names.ledger_table, names.events_table]
+        return [names.ledger_table, names.events_table, names.time_index_table]
 
     def consumer_topic_arns(self) -> list[str]:
         return list(self.runtime.consumer_topics.values())

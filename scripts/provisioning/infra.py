@@ -132,8 +132,6 @@ def _create_table(dynamodb: Any, spec: TableSpec) -> None:
         ],
         "SSESpecification": {"Enabled": True},
     }
-    if spec.indexes:
-        request["GlobalSecondaryIndexes"] = [index.definition() for index in spec.indexes]
     dynamodb.create_table(**request)
     dynamodb.get_waiter("table_exists").wait(TableName=spec.name)
 

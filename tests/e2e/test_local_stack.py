@@ -12,6 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import requests
 
 from tests.conftest import free_port
 from tests.helpers import cxone_event
@@ -115,6 +116,25 @@ def test_events_put_on_the_bus_reach_every_consumer_and_quarantine(local_stack):
         bodies = drain(sqs, where["queue_url"], 2, 45)
         assert [b["stage"] for b in bodies] == ["Queued", "Offered"], consumer
         assert all(b["interaction_id"] == "int-e2e-1" and b["late"] is False for b in bodies)
+    # The REST API answers from the store the pipeline wrote: timeline and time window.
+    # Consumers can see a message before the handler stored it (publish, then store): poll.
+    deadline = time.monotonic() + 20
+    while True:
+        timeline = requests.get(f"{stack['api_url']}/interactions/int-e2e-1/events", timeout=10)
+        assert timeline.status_code == 200
+        if len(timeline.json()["events"]) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [e["stage"] for e in timeline.json()["events"]] == ["Queued", "Offered"]
+    listing = requests.get(
+        f"{stack['api_url']}/replay",
+        params={"since": "2026-11-29T09:00:00Z", "until": "2026-11-29T10:00:00Z"},
+        timeout=10,
+    )
+    assert listing.status_code == 200
+    assert {e["event_id"] for e in listing.json()["events"]} >= {
+        e["event_id"] for e in timeline.json()["events"]
+    }
     quarantined = drain(sqs, stack["quarantine"]["queue_url"], 1, 30)
     assert quarantined[0]["reason"] == "invalid"
     assert "detail.stage" in quarantined[0]["errors"]

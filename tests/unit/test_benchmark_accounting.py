@@ -127,9 +127,10 @@ def test_usd_per_million_events_adds_up_each_service() -> None:
 
 # ---- billing a sequence of calls -------------------------------------------------------------
 
+# A table with a keys-only GSI (the relay's own tables have none; the metering bills any).
 EVENTS = TableShape(
     key_names=("pk", "sk"),
-    indexes={"by_time": IndexShape(key_names=("time_bucket", "time_sort"), projection="KEYS_ONLY")},
+    indexes={"by_day": IndexShape(key_names=("day", "at"), projection="KEYS_ONLY")},
 )
 LEDGER = TableShape(key_names=("pk",))
 SHAPES = {"events": EVENTS, "ledger": LEDGER}
@@ -144,8 +145,8 @@ def _event_item(key: str, payload_bytes: int) -> dict:
     return {
         "pk": {"S": "int-1"},
         "sk": {"S": key},
-        "time_bucket": {"S": "2026-11-29"},
-        "time_sort": {"S": f"2026-11-29T09:00:00.000Z#{key}"},
+        "day": {"S": "2026-11-29"},
+        "at": {"S": f"2026-11-29T09:00:00.000Z#{key}"},
         "msg": {"B": b"x" * payload_bytes},
     }
 
@@ -171,7 +172,7 @@ def test_bill_counts_table_and_index_writes_old_sizes_and_failed_conditions() ->
     ]
     result = bill(calls, SHAPES)
     assert result.write_units_by_table["events"] == 2 + 2 + 1
-    assert result.write_units_by_table["events/by_time"] == 1
+    assert result.write_units_by_table["events/by_day"] == 1
     assert result.write_units_by_table["ledger"] == 1
     assert result.write_units == 2 + 1 + 2 + 1 + 1
     assert result.index_write_units == 1
