@@ -64,19 +64,29 @@ class PublishResult:
     seconds: float = 0.0
 
 
-def _chunks(messages: Sequence[OutboundMessage]) -> list[list[OutboundMessage]]:
-    chunks: list[list[OutboundMessage]] = []
-    current: list[OutboundMessage] = []
+def next_request(messages: Sequence[OutboundMessage], one_per_group: bool) -> list[OutboundMessage]:
+    """The messages of the next PublishBatch: up to 10 and 256 KB, in order.
+
+    With `one_per_group` (FIFO topics) it holds at most one message per interaction, so a
+    failed entry can never be followed by an accepted later entry of its interaction in the
+    same request; later messages of a group already in the request wait for the next one.
+    Standard topics pack in order (⌈n/10⌉ requests): SNS does not keep order to their
+    subscribers anyway, and a lone failed entry there may be overtaken (docs/scaling.md).
+    """
+    request: list[OutboundMessage] = []
+    groups: set[str] = set()
     size = 0
     for message in messages:
-        if current and (len(current) == MAX_BATCH_ENTRIES or size + message.size > MAX_BATCH_BYTES):
-            chunks.append(current)
-            current, size = [], 0
-        current.append(message)
+        if len(request) == MAX_BATCH_ENTRIES:
+            break
+        if one_per_group and message.group in groups:
+            continue
+        if request and size + message.size > MAX_BATCH_BYTES:
+            break
+        request.append(message)
+        groups.add(message.group)
         size += message.size
-    if current:
-        chunks.append(current)
-    return chunks
+    return request
 
 
 def _entry(index: int, message: OutboundMessage, fifo: bool) -> dict[str, Any]:
@@ -107,8 +117,9 @@ def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage
                 sendable.append(message)
         if not sendable:
             break
-        chunk = _chunks(sendable)[0]
-        pending = sendable[len(chunk) :]
+        chunk = next_request(sendable, one_per_group=fifo)
+        taken = {id(message) for message in chunk}
+        pending = [message for message in sendable if id(message) not in taken]
         result.requests += 1
         try:
             response = sns.publish_batch(
@@ -122,9 +133,8 @@ def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage
                 blocked_groups.add(message.group)
             continue
         failed_ids = {f["Id"]: f.get("Code", "Failed") for f in response.get("Failed", [])}
-        # A per-entry failure inside one batch cannot be undone for the entries SNS accepted;
-        # such failures are entry-specific (sizes are checked before), and FIFO topics fail a
-        # group's later entries in the batch along with it.
+        # A per-entry failure inside one request cannot be undone for the entries SNS
+        # accepted; FIFO requests hold one entry per interaction, so none overtakes it there.
         for index, message in enumerate(chunk):
             code = failed_ids.get(str(index))
             if code is None:

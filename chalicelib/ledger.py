@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.claims import InflightClaim, InteractionRecord
 from chalicelib.ordering import HighWaterMark
@@ -154,7 +154,7 @@ class Ledger:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 response = self.dynamodb.batch_get_item(RequestItems=request)
-            except ClientError as error:
+            except (ClientError, BotoCoreError) as error:
                 raise LedgerError(f"reading the ledger failed: {_code(error)}") from error
             for table, items in response.get("Responses", {}).items():
                 found += [(table, item) for item in items]
@@ -176,7 +176,7 @@ class Ledger:
                 ExpressionAttributeValues={":v": {"N": str(expected_version)}},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             if _code(error) == "ConditionalCheckFailedException":
                 holder = error.response.get("Item", {}).get("lo", {}).get("S")
                 return ClaimRefused(record.interaction_id, holder)
@@ -190,18 +190,25 @@ class Ledger:
         Plain puts: the lease (longer than the function timeout) guarantees that no other
         invocation has written these interaction records since our claim.
         """
-        writes = sorted(writes, key=lambda write: write[0] == self.ledger_table)
-        for chunk in _chunked(writes, MAX_WRITE_ITEMS):
-            request: dict[str, list] = {}
-            for table, item in chunk:
-                request.setdefault(table, []).append({"PutRequest": {"Item": item}})
-            self._batch_write(request)
+        # BatchWriteItem applies a request's items independently (UnprocessedItems), so the
+        # interaction records go in requests of their own, once everything else has landed: a
+        # reader between the two would see an event out of flight but not stored, and claim it
+        # again (a second delivery, `late` decided anew). Records are written only while
+        # something stays in flight, so the happy path still takes one request.
+        stored = [write for write in writes if write[0] != self.ledger_table]
+        records = [write for write in writes if write[0] == self.ledger_table]
+        for group in (stored, records):
+            for chunk in _chunked(group, MAX_WRITE_ITEMS):
+                request: dict[str, list] = {}
+                for table, item in chunk:
+                    request.setdefault(table, []).append({"PutRequest": {"Item": item}})
+                self._batch_write(request)
 
     def _batch_write(self, request: dict[str, list]) -> None:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 response = self.dynamodb.batch_write_item(RequestItems=request)
-            except ClientError as error:
+            except (ClientError, BotoCoreError) as error:
                 if attempt == MAX_ATTEMPTS - 1:
                     raise LedgerError(f"writing the ledger failed: {_code(error)}") from error
                 _backoff(attempt)
@@ -213,5 +220,9 @@ class Ledger:
         raise LedgerError("writing the ledger: items still unprocessed after retries")
 
 
-def _code(error: ClientError) -> str:
+def _code(error: ClientError | BotoCoreError) -> str:
+    # A BotoCoreError (connection lost, read timeout once botocore's retries ran out) is a
+    # failed request like any other: the records are retried, never the whole invocation.
+    if isinstance(error, BotoCoreError):
+        return type(error).__name__
     return error.response.get("Error", {}).get("Code", "Unknown")

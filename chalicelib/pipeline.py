@@ -31,7 +31,7 @@ from chalicelib.claims import (
     plan_interaction,
     settle_interaction,
 )
-from chalicelib.fanout import OutboundMessage, fan_out
+from chalicelib.fanout import OutboundMessage, fan_out, publish_ordered
 from chalicelib.ledger import ClaimRefused, Ledger, LedgerError, encode_record
 from chalicelib.model import (
     QUARANTINE_RAW_LIMIT,
@@ -45,12 +45,19 @@ from chalicelib.model import (
     sns_message_size,
     utc_now,
 )
+from chalicelib.resources import MAX_RECEIVE_COUNT, VISIBILITY_FACTOR, ingest_timeout_seconds
 from chalicelib.runtime import Runtime
 from chalicelib.store import event_item, time_index_items
 from chalicelib.telemetry import BatchMetrics, audit, logger
 from chalicelib.validation import validate_record
 
-STUCK_CLAIM_MS = 15 * 60 * 1000  # longer than a record's whole retry span before its DLQ
+
+def stuck_claim_ms(stage: str) -> int:
+    """Age at which a claim stops holding back its interaction: longer than its record can
+    keep being retried (every receive up to the redrive limit timing out), so the record is
+    in the DLQ by then. A shorter limit would drop the claim of a record still retrying, and
+    its event would be claimed anew: delivered twice, `late` decided again."""
+    return MAX_RECEIVE_COUNT * VISIBILITY_FACTOR * ingest_timeout_seconds(stage) * 1000
 
 
 class BatchFailed(Exception):
@@ -122,7 +129,8 @@ def quarantine_message(record: SqsRecord, invalid: InvalidEvent, received_at: st
 
 
 def too_large(event: CanonicalEvent, received_at: str) -> InvalidEvent | None:
-    message = delivered_message(event, received_at=received_at, late=True)
+    # Sized as the larger of the two messages it may become: `false` is longer than `true`.
+    message = delivered_message(event, received_at=received_at, late=False)
     body = OutboundMessage.from_message("size", message, event.event_id).body
     size = sns_message_size(body, message_attributes(message))
     if size <= SNS_MAX_MESSAGE_BYTES:
@@ -210,12 +218,9 @@ class IngestBatch:
             )
             for record, problem in invalid
         ]
-        result = fan_out(
-            self.runtime.sns,
-            {"quarantine": self.runtime.quarantine_topic},
-            lambda _: messages,
-            self.runtime.executor,
-        )["quarantine"]
+        # Published right here, not through fan_out: this already runs as a task of the shared
+        # pool, and waiting in one task for another deadlocks a pool that batches fill up.
+        result = publish_ordered(self.runtime.sns, self.runtime.quarantine_topic, messages)
         for record, problem in invalid:
             if record.message_id in result.published:
                 self.outcome.ack(record.message_id, "quarantined")
@@ -260,7 +265,7 @@ class IngestBatch:
             owner=self.owner,
             now_ms=int(self.now.timestamp() * 1000),
             lease_ms=self.settings.lease_seconds * 1000,
-            stuck_ms=STUCK_CLAIM_MS,
+            stuck_ms=stuck_claim_ms(self.settings.stage),
             received_at=self.received_at,
         )
         plans = []

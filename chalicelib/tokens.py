@@ -43,7 +43,9 @@ from chalicelib.telemetry import BatchMetrics
 
 logger = Logger(service="cxone-relay")
 
-RefreshStatus = Literal["fresh", "refreshed", "failed_kept_valid", "failed_expired"]
+RefreshStatus = Literal[
+    "fresh", "refreshed", "failed_kept_valid", "failed_expired", "failed_unknown"
+]
 # The provider re-reads the secret this long before the cached token expires. Shorter than the
 # refresh margin, so a scheduled refresh normally replaces the token before any reader needs it.
 DEFAULT_PROVIDER_MARGIN_SECONDS = 300
@@ -66,7 +68,9 @@ class RefreshOutcome:
 
     status: "fresh" (stored token has more than the margin left; nothing done), "refreshed"
     (a new token is stored), "failed_kept_valid" (refresh failed; the stored token is still
-    valid until `token_expires_at`), "failed_expired" (refresh failed and no valid token remains).
+    valid until `token_expires_at`), "failed_expired" (refresh failed and no valid token remains),
+    "failed_unknown" (the token secret could not be read: it may still hold a valid token, so
+    the schedule reports the failure and tries again on its next run instead of crashing).
     """
 
     status: RefreshStatus
@@ -77,7 +81,7 @@ class RefreshOutcome:
 
     @property
     def failed(self) -> bool:
-        return self.status in ("failed_kept_valid", "failed_expired")
+        return self.status.startswith("failed")
 
     @property
     def has_valid_token(self) -> bool:
@@ -243,11 +247,21 @@ def refresh_token(
 ) -> RefreshOutcome:
     """Keep the token secret holding a token with more than the refresh margin left.
 
-    A failure to read the token secret itself propagates: without it nobody can say whether a
-    valid token remains. Every other failure (credentials, CXone, storing) becomes the outcome.
+    Every failure becomes the outcome. When the token secret itself cannot be read (Secrets
+    Manager down), nobody can say whether a valid token remains: "failed_unknown".
     """
     token_secret = settings.names.token_secret
-    current = read_stored_token(secrets_client, token_secret)
+    try:
+        current = read_stored_token(secrets_client, token_secret)
+    except (ClientError, BotoCoreError) as error:
+        return RefreshOutcome(
+            status="failed_unknown",
+            token_expires_at=None,
+            error_type=type(error).__name__,
+            error_message=f"could not read the token secret {token_secret}; check Secrets "
+            "Manager's availability and the function's permission to read it",
+            error=error,
+        )
     margin = cxone_settings.refresh_margin_seconds
     if current is not None and not needs_refresh(current, now, margin):
         logger.debug(
