@@ -13,6 +13,26 @@ from chalicelib import store
 from chalicelib.config import Settings
 from chalicelib.model import utc_now
 
+# The delivered message's fields (DESIGN.md, "Delivered message"): exactly these, no more.
+DELIVERED_FIELDS = frozenset(
+    {
+        "event_id",
+        "interaction_id",
+        "participant_id",
+        "detail_type",
+        "stage",
+        "state",
+        "sequence",
+        "occurred_at",
+        "received_at",
+        "late",
+        "replay",
+        "replay_job_id",
+        "source",
+        "event",
+    }
+)
+
 
 def cxone_event(
     interaction: str,

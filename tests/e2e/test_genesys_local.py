@@ -28,7 +28,7 @@ from chalicelib.push import signed_headers
 from scripts.simulate import put_events_entry
 from tests.conftest import free_port
 from tests.e2e.test_local_stack import drain, wait_for
-from tests.helpers import cxone_event
+from tests.helpers import DELIVERED_FIELDS, cxone_event
 
 pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[2]
@@ -37,22 +37,6 @@ SAMPLES = PROJECT / "tests" / "fixtures" / "genesys"
 # a dedup conflict (DESIGN.md) and must reach no consumer.
 CONFLICT_FIRST = "conversation.customer.end.chat.json"
 CONFLICT_SECOND = "conversation.customer.end.chat-no-external-contact.json"
-DELIVERED_FIELDS = {
-    "event_id",
-    "interaction_id",
-    "participant_id",
-    "detail_type",
-    "stage",
-    "state",
-    "sequence",
-    "occurred_at",
-    "received_at",
-    "late",
-    "replay",
-    "replay_job_id",
-    "source",
-    "event",
-}
 RFC3339_MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 

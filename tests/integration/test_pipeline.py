@@ -35,26 +35,10 @@ from chalicelib.pipeline import BatchFailed, IngestBatch, SqsRecord
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from chalicelib.validation import validate_record
 from tests.fakes import FakeAws, FakeClock, fault_hook
-from tests.helpers import cxone_event, sqs_lambda_event
+from tests.helpers import DELIVERED_FIELDS, cxone_event, sqs_lambda_event
 from tests.unit import test_pipeline_properties as properties
 
 RFC3339_MILLIS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-CONTRACT_KEYS = {
-    "event_id",
-    "interaction_id",
-    "participant_id",
-    "detail_type",
-    "stage",
-    "state",
-    "sequence",
-    "occurred_at",
-    "received_at",
-    "late",
-    "replay",
-    "replay_job_id",
-    "source",
-    "event",
-}
 
 
 @dataclass
@@ -409,7 +393,7 @@ def test_the_delivered_message_and_its_attributes_follow_the_contract(stage: Sta
         deliveries = {d.body["event_id"]: d for d in stage.deliveries(consumer)}
         assert set(deliveries) == {staged["id"], routing["id"]}
         for delivered in deliveries.values():
-            assert set(delivered.body) == CONTRACT_KEYS
+            assert set(delivered.body) == DELIVERED_FIELDS
             assert RFC3339_MILLIS_Z.match(delivered.body["received_at"])
             assert delivered.body["late"] is False and delivered.body["replay"] is False
             assert delivered.body["replay_job_id"] is None

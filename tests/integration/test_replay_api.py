@@ -31,27 +31,11 @@ from chalicelib.model import rfc3339, utc_now
 from chalicelib.resources import stack_spec
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from scripts.provisioning.infra import Clients, provision_infrastructure
-from tests.helpers import seed_store
+from tests.helpers import DELIVERED_FIELDS, seed_store
 
 REGION = "us-east-1"  # as tests/conftest.py
 STAGE_CHANGED = "Interaction.Lifecycle.StageChanged"
 ROUTING = "Routing.StateChanged"
-CONTRACT_FIELDS = {
-    "event_id",
-    "interaction_id",
-    "participant_id",
-    "detail_type",
-    "stage",
-    "state",
-    "sequence",
-    "occurred_at",
-    "received_at",
-    "late",
-    "replay",
-    "replay_job_id",
-    "source",
-    "event",
-}
 
 
 # ---- helpers shared with test_replay_jobs ---------------------------------------------------
@@ -217,7 +201,7 @@ def test_timeline_is_complete_and_in_sequence_order_across_pages(
     assert [e["sequence"] for e in events] == sorted(sequences)
     assert pages == 3
     assert {e["interaction_id"] for e in events} == {"int-A"}
-    assert all(set(e) == CONTRACT_FIELDS for e in events)  # no table keys leak out
+    assert all(set(e) == DELIVERED_FIELDS for e in events)  # no table keys leak out
     assert events[0] == next(m for m in messages if m["sequence"] == 0)
 
 
