@@ -16,6 +16,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+pytest_plugins = ["tests.log_guard"]
+
 REGION = "us-east-1"
 
 

@@ -114,8 +114,12 @@ def test_events_put_on_the_bus_reach_every_consumer_and_quarantine(local_stack):
 
     for consumer, where in stack["consumers"].items():
         bodies = drain(sqs, where["queue_url"], 2, 45)
-        assert [b["stage"] for b in bodies] == ["Queued", "Offered"], consumer
-        assert all(b["interaction_id"] == "int-e2e-1" and b["late"] is False for b in bodies)
+        assert sorted(b["stage"] for b in bodies) == ["Offered", "Queued"], consumer
+        assert all(b["interaction_id"] == "int-e2e-1" for b in bodies)
+        # The two entries may reach ingest in separate batches, the newer first: then the
+        # older is delivered after it, flagged late. Events not flagged late are in order.
+        in_order = [b["sequence"] for b in bodies if not b["late"]]
+        assert in_order == sorted(in_order) and bodies[-1]["late"] is (len(in_order) == 1)
     # The REST API answers from the store the pipeline wrote: timeline and time window.
     # Consumers can see a message before the handler stored it (publish, then store): poll.
     deadline = time.monotonic() + 20
