@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -26,12 +25,10 @@ import requests
 
 from chalicelib.push import signed_headers
 from scripts.simulate import put_events_entry
-from tests.conftest import free_port
-from tests.e2e.test_local_stack import drain, wait_for
+from tests.e2e import PROJECT, drain, running_stack
 from tests.helpers import DELIVERED_FIELDS, cxone_event
 
 pytestmark = pytest.mark.slow
-PROJECT = Path(__file__).resolve().parents[2]
 SAMPLES = PROJECT / "tests" / "fixtures" / "genesys"
 # The two chat customer.end samples share CorrelationId and topicName: the one sent second is
 # a dedup conflict (DESIGN.md) and must reach no consumer.
@@ -137,36 +134,8 @@ EXPECTED: dict[str, tuple[str, str, str | None, str]] = {
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    state_dir = tmp_path_factory.mktemp("genesys-stack")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RELAY_"))}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scripts.local_stack",
-            "--no-traffic",
-            "--duration",
-            "240",
-            "--api-port",
-            str(free_port()),
-            "--state-dir",
-            str(state_dir),
-        ],
-        cwd=PROJECT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        yield wait_for(state_dir / "stack.json", process, 90)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with running_stack(tmp_path_factory.mktemp("genesys-stack"), duration=240) as (stack, _):
+        yield stack
 
 
 def aws(stack: dict[str, Any], service: str) -> Any:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.e2e import drain, running_stack
 from tests.helpers import cxone_event
 
 pytestmark = pytest.mark.slow
-PROJECT = Path(__file__).resolve().parents[2]
 CONTRACT_FIELDS = {
     "aws_endpoint_url",
     "region",
@@ -33,61 +31,10 @@ CONTRACT_FIELDS = {
 }
 
 
-def wait_for(path: Path, process: subprocess.Popen, seconds: float) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"local stack exited early: {process.stdout.read()}")
-        if path.exists():
-            return json.loads(path.read_text())
-        time.sleep(0.5)
-    raise AssertionError("stack.json never appeared")
-
-
-def drain(sqs, url: str, want: int, seconds: float) -> list[dict]:
-    bodies: list[dict] = []
-    deadline = time.monotonic() + seconds
-    while len(bodies) < want and time.monotonic() < deadline:
-        response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for message in response.get("Messages", []):
-            bodies.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    return bodies
-
-
 @pytest.fixture
-def local_stack(tmp_path: Path):
-    api_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RELAY_"))}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scripts.local_stack",
-            "--no-traffic",
-            "--duration",
-            "120",
-            "--api-port",
-            str(api_port),
-            "--state-dir",
-            str(tmp_path),
-        ],
-        cwd=PROJECT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        stack = wait_for(tmp_path / "stack.json", process, 90)
+def local_stack(tmp_path: Path) -> Iterator[tuple[dict, subprocess.Popen]]:
+    with running_stack(tmp_path) as (stack, process):
         yield stack, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def test_events_put_on_the_bus_reach_every_consumer_and_quarantine(local_stack):
