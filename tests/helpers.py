@@ -150,3 +150,25 @@ def seed_store(
             write(chunk)
     else:
         list(executor.map(write, chunks))
+
+
+def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Every message on a queue (with its attributes), in order, deleted as read."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not batch:
+            return messages
+        messages += batch
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)
+            ],
+        )

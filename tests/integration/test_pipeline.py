@@ -35,7 +35,7 @@ from chalicelib.pipeline import BatchFailed, IngestBatch, SqsRecord
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from chalicelib.validation import validate_record
 from tests.fakes import FakeAws, FakeClock, fault_hook
-from tests.helpers import DELIVERED_FIELDS, cxone_event, sqs_lambda_event
+from tests.helpers import DELIVERED_FIELDS, cxone_event, drain_queue, sqs_lambda_event
 from tests.unit import test_pipeline_properties as properties
 
 RFC3339_MILLIS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -72,7 +72,7 @@ class Stage:
     def deliveries(self, consumer: str) -> list[Delivered]:
         return [
             Delivered(json.loads(m["Body"]), _attributes(m))
-            for m in drain(self.sqs, self.consumer_queues[consumer])
+            for m in drain_queue(self.sqs, self.consumer_queues[consumer])
         ]
 
     def delivered_ids(self) -> dict[str, list[str]]:
@@ -80,7 +80,7 @@ class Stage:
 
     def quarantined(self) -> dict[str, dict[str, Any]]:
         """Quarantine messages by the SQS message id of the record they stand for."""
-        messages = [json.loads(m["Body"]) for m in drain(self.sqs, self.quarantine_queue)]
+        messages = [json.loads(m["Body"]) for m in drain_queue(self.sqs, self.quarantine_queue)]
         return {m["message_id"]: m for m in messages}
 
     def send_and_receive(self, bodies: list[str]) -> dict[str, Any]:
@@ -135,24 +135,6 @@ def _attributes(message: dict[str, Any]) -> dict[str, str]:
     attributes = message.get("MessageAttributes", {})
     assert all(a["DataType"] == "String" for a in attributes.values()), attributes
     return {name: a["StringValue"] for name, a in attributes.items()}
-
-
-def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Every message on a subscriber queue, deleted as read."""
-    messages: list[dict[str, Any]] = []
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
-        ).get("Messages", [])
-        if not batch:
-            return messages
-        messages += batch
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ],
-        )
 
 
 def subscribe(sqs: Any, sns: Any, topic_arn: str) -> str:

@@ -42,7 +42,7 @@ from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from scripts.local_runner import SqsPoller
 from scripts.provisioning.infra import Clients, provision_infrastructure
 from tests.fakes import Call, Faults, SimulatedCrash
-from tests.helpers import cxone_event
+from tests.helpers import cxone_event, drain_queue
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
@@ -124,24 +124,6 @@ def provisioned_stage(**overrides: str) -> Iterator[Runtime]:
             yield get_runtime()
         finally:
             reset_runtime()
-
-
-def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Every message on a queue, in order, deleted as read."""
-    messages: list[dict[str, Any]] = []
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]
-        ).get("Messages", [])
-        if not batch:
-            return messages
-        messages += batch
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)
-            ],
-        )
 
 
 def queue_depth(sqs: Any, url: str) -> tuple[int, int]:
