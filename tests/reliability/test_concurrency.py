@@ -12,12 +12,9 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from chalicelib.runtime import Runtime
 from scripts.local_runner import LocalContext, SqsPoller
 from tests.fakes import Call, Faults
 from tests.helpers import sqs_lambda_event
@@ -29,32 +26,10 @@ from tests.reliability import (
     inject,
     interactions,
     lifecycle,
-    opened,
-    provisioned_stage,
     queue_depth,
     repeated,
     unique,
 )
-
-
-@pytest.fixture(scope="module")
-def shared_runtime(aws_endpoint: str) -> Iterator[Runtime]:
-    with provisioned_stage() as runtime:
-        yield runtime
-
-
-@pytest.fixture
-def stage(shared_runtime: Runtime) -> Iterator[Stage]:
-    with opened(shared_runtime) as stage:
-        yield stage
-
-
-@pytest.fixture
-def ingest(shared_runtime: Runtime) -> Callable[[dict[str, Any], Any], Any]:
-    """The deployed function: app.py's `ingest`, as Lambda calls it."""
-    import app as app_module
-
-    return app_module.app.handler_map["ingest"]
 
 
 class ClaimRendezvous(Faults):

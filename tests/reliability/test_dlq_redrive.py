@@ -8,13 +8,12 @@ the retry backoff at 0, so the twelve receives take a second, not minutes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from chalicelib.resources import MAX_RECEIVE_COUNT
-from chalicelib.runtime import Runtime
 from scripts import dlq
 from tests.fakes import Call, Faults
 from tests.reliability import (
@@ -24,22 +23,8 @@ from tests.reliability import (
     event_key,
     inject,
     interactions,
-    opened,
-    provisioned_stage,
     queue_depth,
 )
-
-
-@pytest.fixture(scope="module")
-def shared_runtime(aws_endpoint: str) -> Iterator[Runtime]:
-    with provisioned_stage() as runtime:
-        yield runtime
-
-
-@pytest.fixture
-def stage(shared_runtime: Runtime) -> Iterator[Stage]:
-    with opened(shared_runtime) as stage:
-        yield stage
 
 
 class ConsumerRefuses(Faults):
@@ -114,7 +99,7 @@ def test_a_poison_record_goes_to_the_dlq_and_comes_back_with_redrive_after_the_f
 
 
 def test_a_record_that_fails_a_few_times_never_reaches_the_dlq(
-    stage: Stage, ingest_handler: Callable[[dict[str, Any], Any], Any]
+    stage: Stage, ingest: Callable[[dict[str, Any], Any], Any]
 ) -> None:
     """The other side of the same policy: a transient failure (here, the consumer refusing for
     three receives) is retried well inside maxReceiveCount and delivered."""
@@ -122,7 +107,7 @@ def test_a_record_that_fails_a_few_times_never_reaches_the_dlq(
     (flaky,), events = interactions(1, 2)
     faults = ConsumerRefuses(runtime.consumer_topics["analytics-sink"], flaky)
     inject(runtime, faults, ["sns"])
-    mapping = EventSourceMapping(stage, ingest_handler)
+    mapping = EventSourceMapping(stage, ingest)
     stage.send(events)
 
     for _ in range(3):
@@ -133,10 +118,3 @@ def test_a_record_that_fails_a_few_times_never_reaches_the_dlq(
     assert faults.refused > 0
     assert stage.dlq_depth() == 0
     check_deliveries(stage.deliveries(), {event_key(e) for e in events})
-
-
-@pytest.fixture
-def ingest_handler(shared_runtime: Runtime) -> Callable[[dict[str, Any], Any], Any]:
-    import app as app_module
-
-    return app_module.app.handler_map["ingest"]

@@ -54,8 +54,6 @@ from tests.reliability import (
     event_key,
     inject,
     interactions,
-    opened,
-    provisioned_stage,
     repeated,
 )
 
@@ -80,27 +78,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
     monkeypatch.setattr(pipeline, "utc_now", clock.now)
     return clock
-
-
-@pytest.fixture(scope="module")
-def shared_runtime(aws_endpoint: str) -> Iterator[Runtime]:
-    """One stage for the module; each test uses interactions of its own."""
-    with provisioned_stage() as runtime:
-        yield runtime
-
-
-@pytest.fixture
-def stage(shared_runtime: Runtime) -> Iterator[Stage]:
-    with opened(shared_runtime) as stage:
-        yield stage
-
-
-@pytest.fixture
-def ingest(shared_runtime: Runtime) -> Callable[[dict[str, Any], Any], Any]:
-    """The deployed function: app.py's `ingest`, as Lambda calls it."""
-    import app as app_module
-
-    return app_module.app.handler_map["ingest"]
 
 
 @pytest.fixture
