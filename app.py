@@ -13,9 +13,9 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import CloudWatchEvent, SQSEvent
 
-from chalicelib.api import api
+from chalicelib.api.blueprint import api
 from chalicelib.config import load_settings, names_from_environment
-from chalicelib.push_api import push_api
+from chalicelib.push.blueprint import push_api
 
 # Fail at cold start, naming the variable, rather than on the first event.
 load_settings()
@@ -35,7 +35,7 @@ app.register_blueprint(push_api)
     name="ingest",
 )
 def ingest(event: SQSEvent) -> dict[str, Any]:
-    from chalicelib.pipeline import handle_ingest
+    from chalicelib.ingest.batch import handle_ingest
     from chalicelib.runtime import get_runtime
 
     return handle_ingest(event.to_dict(), event.context, get_runtime())
@@ -43,7 +43,7 @@ def ingest(event: SQSEvent) -> dict[str, Any]:
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="refresh_token")
 def refresh_token(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.cxone.tokens import scheduled_refresh
     from chalicelib.runtime import get_runtime
-    from chalicelib.tokens import scheduled_refresh
 
     return scheduled_refresh(get_runtime()).log_fields()

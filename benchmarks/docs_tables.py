@@ -115,7 +115,7 @@ def benchmark_tables(report: dict[str, Any], checks: Sequence[dict[str, Any]]) -
         f"{report['import_s']['boto3'] * 1000:.0f} ms "
         f"({report['import_s']['app'] / report['import_s']['boto3']:.2f}x; median of 7 fresh "
         "interpreters each). Handlers load their own modules on first call; the ingest "
-        "function's whole cold-start import (`import app, chalicelib.pipeline, "
+        "function's whole cold-start import (`import app, chalicelib.ingest.batch, "
         f"chalicelib.runtime`) is {report['import_s'].get('ingest_cold', 0) * 1000:.0f} ms.",
         "",
         "Targets:",

@@ -33,7 +33,7 @@ from benchmarks.accounting import (
 )
 from benchmarks.metering import Bill, CallRecorder, bill, describe_tables
 from chalicelib.config import Settings, load_settings
-from scripts.local_runner import LocalContext
+from scripts.local.runner import LocalContext
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"

@@ -3,7 +3,7 @@
 Stored events are written straight into a stage's tables as the ingest pipeline's settle
 writes them (`store.event_item` per event, `store.time_index_items` per batch of 10), by
 parallel BatchWriteItem calls outside any measurement; then one window page is read through
-`chalicelib.queries.window` on a recorded session and billed. A page must cost the same
+`chalicelib.store.queries.window` on a recorded session and billed. A page must cost the same
 whether the store holds 10,000 or 100,000 events: the time index is read from the window's
 start (or the cursor's second) and only as far as the page needs.
 """
@@ -24,10 +24,10 @@ from benchmarks.harness import REGION, fresh_stage, relay_settings
 from benchmarks.implementations.ours import provision
 from benchmarks.metering import CallRecorder, bill, describe_tables
 from chalicelib.model import InvalidEvent, delivered_message, rfc3339, sha256_hex, utc_now
-from chalicelib.queries import WindowFilter, window
-from chalicelib.store import StoreTables, event_item, time_index_items, time_sort
-from chalicelib.validation import validate_record
-from scripts.simulate import generate_traffic
+from chalicelib.providers.validation import validate_record
+from chalicelib.store.layout import StoreTables, event_item, time_index_items, time_sort
+from chalicelib.store.queries import WindowFilter, window
+from scripts.traffic.simulate import generate_traffic
 
 PAGE_LIMIT = 100
 STORE_START = datetime(2026, 11, 2, tzinfo=UTC)  # one day bucket holds the whole store

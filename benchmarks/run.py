@@ -129,7 +129,7 @@ BUILDERS: dict[str, Callable[[CallRecorder], tuple[Implementation, str]]] = {
 def traffic_records(
     count: int, seed: int, concurrent_interactions: int | None = None
 ) -> list[dict[str, Any]]:
-    from scripts.simulate import TrafficProfile, generate_traffic
+    from scripts.traffic.simulate import TrafficProfile, generate_traffic
 
     profile = None
     if concurrent_interactions is not None:
@@ -178,7 +178,7 @@ def measure_imports() -> dict[str, float]:
         app.append(import_seconds("import app", repeats=1))
         boto.append(import_seconds("import boto3", repeats=1))
         ingest.append(
-            import_seconds("import app, chalicelib.pipeline, chalicelib.runtime", repeats=1)
+            import_seconds("import app, chalicelib.ingest.batch, chalicelib.runtime", repeats=1)
         )
     return {
         "app": statistics.median(app),

@@ -16,7 +16,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-pytest_plugins = ["tests.log_guard"]
+pytest_plugins = ["tests.support.log_guard"]
 
 REGION = "us-east-1"
 
@@ -99,8 +99,8 @@ def boto_session(aws_endpoint: str) -> boto3.Session:
 def provisioned(relay_env: dict, boto_session: boto3.Session):
     """A fully provisioned stage on the moto server; yields its Runtime (fresh per test)."""
     from chalicelib.config import load_settings
-    from chalicelib.resources import stack_spec
     from chalicelib.runtime import get_runtime, reset_runtime
+    from chalicelib.stack import stack_spec
     from scripts.provisioning.infra import Clients, provision_infrastructure
 
     settings = load_settings()

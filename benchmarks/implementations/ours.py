@@ -8,9 +8,9 @@ from typing import Any
 import boto3
 
 from chalicelib.config import Settings
-from chalicelib.pipeline import handle_ingest
-from chalicelib.resources import stack_spec
+from chalicelib.ingest.batch import handle_ingest
 from chalicelib.runtime import Runtime, build_runtime
+from chalicelib.stack import stack_spec
 from scripts.provisioning.infra import Clients, provision_infrastructure
 
 

@@ -38,7 +38,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 
 from chalicelib.config import Settings
 from chalicelib.model import InvalidEvent, delivered_message, message_attributes, rfc3339, utc_now
-from chalicelib.validation import validate_record
+from chalicelib.providers.validation import validate_record
 
 logger = logging.getLogger("benchmarks.powertools_port")
 

@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.config import Settings
 from chalicelib.model import InvalidEvent, delivered_message, message_attributes, rfc3339, utc_now
-from chalicelib.validation import validate_record
+from chalicelib.providers.validation import validate_record
 
 logger = logging.getLogger("benchmarks.seed_port")
 

@@ -21,8 +21,8 @@ from typing import Any, TextIO
 
 from botocore.exceptions import ClientError
 
-from chalicelib.cxone import AUTH_MODE_ACCESS_KEY
-from chalicelib.tokens import CredentialsError, parse_credentials
+from chalicelib.cxone.client import AUTH_MODE_ACCESS_KEY
+from chalicelib.cxone.tokens import CredentialsError, parse_credentials
 from scripts.provisioning.actions import Action
 
 CLIENT_KEYS = ("client_id", "client_secret")

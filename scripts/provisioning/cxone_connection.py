@@ -2,7 +2,7 @@
 
 Finds the connection by name first, so re-running changes nothing; creates it otherwise (or
 reports "would create" on a dry run, which only reads). The request body follows the integration
-guide's connection API (see `chalicelib.cxone`); its path is CXONE_CONNECTION_PATH.
+guide's connection API (see `chalicelib.cxone.client`); its path is CXONE_CONNECTION_PATH.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.config import CXONE_DETAIL_TYPES, DEFAULT_EVENT_SOURCE, Settings
-from chalicelib.cxone import AccessToken, CXoneClient, CXoneProtocolError
+from chalicelib.cxone.client import AccessToken, CXoneClient, CXoneProtocolError
 from scripts.provisioning.actions import Action
 
 ACTION_KIND = "cxone-connection"

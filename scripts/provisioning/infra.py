@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib.resources import QueueSpec, RuleSpec, StackSpec, TableSpec, TopicSpec
+from chalicelib.stack import QueueSpec, RuleSpec, StackSpec, TableSpec, TopicSpec
 from scripts.provisioning.actions import Action
 
 

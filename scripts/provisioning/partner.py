@@ -7,7 +7,8 @@ expires at its `ExpirationTime`; once associated it is ACTIVE. The step reads bo
 it reports is what EventBridge says, not what we asked for.
 
 Partner events arrive on the partner bus, not on the stage's own bus, so the step also routes
-that bus to the ingest queue with `partner_rule` (the same spec `scripts.package` renders).
+that bus to the ingest queue with `partner_rule` (the same spec `scripts.packaging.template`
+renders).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.config import Settings
 from chalicelib.model import rfc3339
-from chalicelib.resources import RuleSpec
+from chalicelib.stack import RuleSpec
 from scripts.provisioning.actions import Action
 
 PARTNER_SOURCE_PREFIX = "aws.partner/"

@@ -23,10 +23,10 @@ import boto3
 import pytest
 import requests
 
-from chalicelib.push import signed_headers
-from scripts.simulate import put_events_entry
-from tests.e2e import PROJECT, drain, running_stack
-from tests.helpers import DELIVERED_FIELDS, cxone_event
+from chalicelib.push.handler import signed_headers
+from scripts.traffic.simulate import put_events_entry
+from tests.support.helpers import DELIVERED_FIELDS, cxone_event
+from tests.support.local_stack import PROJECT, drain, running_stack
 
 pytestmark = pytest.mark.slow
 SAMPLES = PROJECT / "tests" / "fixtures" / "genesys"

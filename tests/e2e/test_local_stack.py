@@ -13,8 +13,8 @@ import boto3
 import pytest
 import requests
 
-from tests.e2e import drain, running_stack
-from tests.helpers import cxone_event
+from tests.support.helpers import cxone_event
+from tests.support.local_stack import drain, running_stack
 
 pytestmark = pytest.mark.slow
 CONTRACT_FIELDS = {

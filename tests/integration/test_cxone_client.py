@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from chalicelib.config import CXONE_DETAIL_TYPES, ConfigError
-from chalicelib.cxone import (
+from chalicelib.cxone.client import (
     AccessKeyCredentials,
     AccessToken,
     ClientCredentials,
@@ -30,7 +30,7 @@ from chalicelib.cxone import (
     load_cxone_settings,
     retry_after_seconds,
 )
-from scripts.cxone_standin import CXONE_CONFIG_PATH, OPENID_PATH, TOKEN_PATH, CXoneStandIn
+from scripts.local.cxone_standin import CXONE_CONFIG_PATH, OPENID_PATH, TOKEN_PATH, CXoneStandIn
 from scripts.provisioning.cxone_connection import ConnectionSpec, ensure_cxone_connection
 
 CLIENT_ID = "relay-client"

@@ -14,8 +14,9 @@ from typing import Any
 import boto3
 import pytest
 
-from scripts import dlq, simulate
-from scripts.simulate import TrafficProfile, generate_traffic, send_to_bus, send_to_queue
+from scripts.operations import dlq
+from scripts.traffic import simulate
+from scripts.traffic.simulate import TrafficProfile, generate_traffic, send_to_bus, send_to_queue
 
 SOURCE = "com.nice.cxone.interactions"
 

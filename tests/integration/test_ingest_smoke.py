@@ -2,7 +2,7 @@ import json
 
 from chalice.test import Client
 
-from tests.helpers import cxone_event, sqs_lambda_event
+from tests.support.helpers import cxone_event, sqs_lambda_event
 
 
 def test_batch_flows(provisioned):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from scripts.local_runner import SqsPoller
+from scripts.local.runner import SqsPoller
 
 VISIBILITY = 1  # seconds: failed records come back quickly
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.resources import stack_spec
-from scripts.package import iam_policy, policy_path, stage_settings
+from chalicelib.stack import stack_spec
+from scripts.packaging.template import iam_policy, policy_path, stage_settings
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

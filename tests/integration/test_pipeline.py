@@ -30,12 +30,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.config import DETAIL_TYPE_ROUTING
+from chalicelib.ingest.batch import BatchFailed, IngestBatch, SqsRecord
 from chalicelib.model import QUARANTINE_RAW_LIMIT, SNS_MAX_MESSAGE_BYTES, delivered_message
-from chalicelib.pipeline import BatchFailed, IngestBatch, SqsRecord
+from chalicelib.providers.validation import validate_record
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
-from chalicelib.validation import validate_record
-from tests.fakes import FakeAws, FakeClock, fault_hook
-from tests.helpers import DELIVERED_FIELDS, cxone_event, drain_queue, sqs_lambda_event
+from tests.support.fakes import FakeAws, FakeClock, fault_hook
+from tests.support.helpers import DELIVERED_FIELDS, cxone_event, drain_queue, sqs_lambda_event
 from tests.unit import test_pipeline_properties as properties
 
 RFC3339_MILLIS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -19,9 +19,9 @@ from botocore.stub import Stubber
 from rich.console import Console
 
 from chalicelib.config import load_settings
-from chalicelib.tokens import parse_credentials
-from scripts import provision
-from scripts.cxone_standin import CXoneStandIn
+from chalicelib.cxone.tokens import parse_credentials
+from scripts.local.cxone_standin import CXoneStandIn
+from scripts.provisioning import cli as provision
 from scripts.provisioning.actions import Action
 from scripts.provisioning.credentials import read_credentials_input
 from scripts.provisioning.mapping import ingest_function_name

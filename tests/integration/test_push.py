@@ -19,12 +19,12 @@ from botocore.stub import Stubber
 from chalice import Chalice
 from chalice.test import Client
 
-from chalicelib import push
-from chalicelib.push import SIGNING_SECRETS, SigningSecretCache, handle_push, signed_headers
-from chalicelib.push_api import build_push_blueprint
+from chalicelib.push import handler as push
+from chalicelib.push.blueprint import build_push_blueprint
+from chalicelib.push.handler import SIGNING_SECRETS, SigningSecretCache, handle_push, signed_headers
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from tests.conftest import REGION
-from tests.helpers import cxone_event, sqs_lambda_event
+from tests.support.helpers import cxone_event, sqs_lambda_event
 
 PROVISION_HINT = "python -m scripts.provision credentials"
 
@@ -75,7 +75,7 @@ def push_stage_runtime(aws_endpoint: str) -> Iterator[Runtime]:
     """One provisioned stage for the whole module (provisioning costs about a second); each
     test uses events of its own and starts from an empty ingest queue."""
     from chalicelib.config import load_settings
-    from chalicelib.resources import stack_spec
+    from chalicelib.stack import stack_spec
     from scripts.provisioning.infra import Clients, provision_infrastructure
 
     env = {
@@ -468,7 +468,7 @@ class _ChaliceHttp:
 def test_simulator_https_sender_counts_verdicts_as_sent_and_refusals_as_failures(
     stage: PushStage,
 ) -> None:
-    from scripts.simulate import send_over_https
+    from scripts.traffic.simulate import send_over_https
 
     http = _ChaliceHttp(stage.client)
     valid, invalid = pushed_event("int-sim", "Queued", 0), pushed_event("int-sim", "Escalated", 1)

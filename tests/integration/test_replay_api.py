@@ -1,7 +1,8 @@
 """The REST replay API through chalice.test.Client, over a stage provisioned on moto.
 
 The event store is seeded with items made by `store.event_item` and
-`store.time_index_items`, exactly as the ingest pipeline writes them (tests.helpers.seed_store).
+`store.time_index_items`, exactly as the ingest pipeline writes them
+(tests.support.helpers.seed_store).
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ import pytest
 from chalice import Chalice
 from chalice.test import Client
 
-from chalicelib import store
-from chalicelib.api import api
+from chalicelib.api.blueprint import api
 from chalicelib.config import load_settings
 from chalicelib.model import rfc3339, utc_now
-from chalicelib.resources import stack_spec
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
+from chalicelib.stack import stack_spec
+from chalicelib.store import layout as store
 from scripts.provisioning.infra import Clients, provision_infrastructure
-from tests.helpers import DELIVERED_FIELDS, seed_store
+from tests.support.helpers import DELIVERED_FIELDS, seed_store
 
 REGION = "us-east-1"  # as tests/conftest.py
 STAGE_CHANGED = "Interaction.Lifecycle.StageChanged"
@@ -401,7 +402,7 @@ def test_events_of_one_second_across_shards_and_batches_page_in_order(
 def test_a_page_stops_under_the_size_budget_and_still_has_a_cursor(
     client: Client, stage: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib import queries
+    from chalicelib.store import queries
 
     day = datetime(2026, 10, 2, tzinfo=UTC)
     messages = [delivered("int-S", f"s{n}", at(day, n)) for n in range(6)]
@@ -698,7 +699,7 @@ def api_url(stage: Runtime) -> Iterator[str]:
 def _cli(*argv: str) -> tuple[int, str]:
     from rich.console import Console
 
-    from scripts import replay
+    from scripts.operations import replay
 
     console = Console(record=True, width=250, file=io.StringIO())  # tables; JSON goes to stdout
     code = replay.main(list(argv), console=console)
@@ -734,7 +735,7 @@ def test_cli_lists_timeline_and_window_over_plain_http(
 def test_cli_starts_a_job_and_reports_it(
     api_url: str, stage: Runtime, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from chalicelib import replay_jobs
+    from chalicelib.replay import jobs as replay_jobs
 
     day = datetime(2026, 10, 7, tzinfo=UTC)
     seed(stage, [delivered("cli-job", f"j{n}", at(day, n)) for n in range(3)])
@@ -757,7 +758,7 @@ def test_cli_starts_a_job_and_reports_it(
 
 
 def test_cli_signs_for_deployed_stages_only(aws_endpoint: str) -> None:
-    from scripts import replay
+    from scripts.operations import replay
 
     deployed = replay.client_for(
         replay.parser().parse_args(

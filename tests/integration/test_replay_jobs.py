@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from chalicelib import replay_jobs
-from chalicelib.fanout import OutboundMessage, PublishResult, publish_ordered
+from chalicelib.ingest.fanout import OutboundMessage, PublishResult, publish_ordered
 from chalicelib.model import rfc3339, utc_now
-from chalicelib.queries import StoredEvent
-from chalicelib.replay_jobs import ConsumerProgress, RunOutcome, advance_progress
+from chalicelib.replay import jobs as replay_jobs
+from chalicelib.replay.jobs import ConsumerProgress, RunOutcome, advance_progress
 from chalicelib.runtime import Runtime, reset_runtime
+from chalicelib.store.queries import StoredEvent
 from tests.integration.test_replay_api import (
     ROUTING,
     STAGE_CHANGED,

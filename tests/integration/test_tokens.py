@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from chalicelib.config import Settings, load_settings
-from chalicelib.cxone import (
+from chalicelib.cxone.client import (
     AccessToken,
     CXoneAuthError,
     CXoneClient,
@@ -27,7 +27,7 @@ from chalicelib.cxone import (
     CXoneUnavailableError,
     load_cxone_settings,
 )
-from chalicelib.tokens import (
+from chalicelib.cxone.tokens import (
     CredentialsError,
     RefreshOutcome,
     TokenProvider,
@@ -35,7 +35,7 @@ from chalicelib.tokens import (
     refresh_token,
     store_token,
 )
-from scripts.cxone_standin import TOKEN_PATH, CXoneStandIn
+from scripts.local.cxone_standin import TOKEN_PATH, CXoneStandIn
 
 CLIENT_ID = "relay-client"
 TTL = 3600

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chalicelib.runtime import Runtime
-from tests.reliability import Stage, opened, provisioned_stage
+from tests.support.reliability import Stage, opened, provisioned_stage
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scripts.local_runner import LocalContext, SqsPoller
-from tests.fakes import Call, Faults
-from tests.helpers import sqs_lambda_event
-from tests.reliability import (
+from scripts.local.runner import LocalContext, SqsPoller
+from tests.support.fakes import Call, Faults
+from tests.support.helpers import sqs_lambda_event
+from tests.support.reliability import (
     REGION,
     Stage,
     check_deliveries,

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib.resources import MAX_RECEIVE_COUNT
-from scripts import dlq
-from tests.fakes import Call, Faults
-from tests.reliability import (
+from chalicelib.stack import MAX_RECEIVE_COUNT
+from scripts.operations import dlq
+from tests.support.fakes import Call, Faults
+from tests.support.reliability import (
     EventSourceMapping,
     Stage,
     check_deliveries,

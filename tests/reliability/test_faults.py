@@ -30,13 +30,13 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointConnectionError
 from chalice.test import Client
 
-from chalicelib import pipeline
-from chalicelib.push import SIGNING_SECRETS, signed_headers
+from chalicelib.ingest import batch as pipeline
+from chalicelib.push.handler import SIGNING_SECRETS, signed_headers
 from chalicelib.runtime import Runtime
 from chalicelib.telemetry import TALLY
-from scripts.cxone_standin import CXoneStandIn
-from scripts.local_runner import LocalContext, scheduled_event
-from tests.fakes import (
+from scripts.local.cxone_standin import CXoneStandIn
+from scripts.local.runner import LocalContext, scheduled_event
+from tests.support.fakes import (
     Call,
     Faults,
     InlineExecutor,
@@ -45,7 +45,7 @@ from tests.fakes import (
     client_error,
     internal_error,
 )
-from tests.reliability import (
+from tests.support.reliability import (
     Crash,
     EventKey,
     EventSourceMapping,
@@ -61,7 +61,7 @@ INVALID_BODY = "this is not an event"
 
 
 class Clock:
-    """The pipeline's clock (`chalicelib.pipeline.utc_now`), moved forward by the test."""
+    """The pipeline's clock (`chalicelib.ingest.batch.utc_now`), moved forward by the test."""
 
     def __init__(self) -> None:
         self.offset = timedelta(0)
@@ -350,7 +350,7 @@ def test_a_settle_failing_for_good_retries_everything_after_the_lease(
     """Simulates DynamoDB refusing every BatchWriteItem attempt of one invocation (the ledger's
     own six): its publishes went out but were never recorded, the one window besides a crash
     where a consumer may get an event twice."""
-    from chalicelib.ledger import MAX_ATTEMPTS
+    from chalicelib.ingest.ledger import MAX_ATTEMPTS
 
     runtime = stage.runtime
     faults = ScriptedFaults(

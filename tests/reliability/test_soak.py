@@ -1,15 +1,15 @@
 """Soak: 5,000 simulated CXone events through the local stack's machinery, with random faults.
 
-scripts.simulate's traffic (duplicates, reordering, invalid events) goes through the local
-runner (scripts.local_runner.SqsPoller, two batches in flight) into app.py's `ingest`, which
+scripts.traffic.simulate's traffic (duplicates, reordering, invalid events) goes through the local
+runner (scripts.local.runner.SqsPoller, two batches in flight) into app.py's `ingest`, which
 reads and writes the stage's real DynamoDB tables and publishes to its real SNS topics on a moto
 server, while about 2% of those calls fail: throttling and 5xx before a call takes effect,
 BatchGetItem/BatchWriteItem work left unprocessed, single PublishBatch entries refused, and
 responses lost after a call took effect (a claim that was written, a publish that went out).
 
 Two things differ from the local stack, both for time (the soak must stay near a minute on two
-cores): the ingest queue is tests.fakes.FakeSqs on the real clock with the stage's visibility
-timeout and redrive policy (moto's ReceiveMessage costs time in proportion to the queue's
+cores): the ingest queue is tests.support.fakes.FakeSqs on the real clock with the stage's
+visibility timeout and redrive policy (moto's ReceiveMessage costs time in proportion to the queue's
 length, ~0.6 ms per queued message), and the moto server runs in a process of its own, so the
 function and the AWS side use both cores. Deliveries are counted at the SNS boundary: the
 entries each topic accepted, which is what a subscriber receives.
@@ -37,15 +37,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import pipeline
-from chalicelib.ledger import MAX_ATTEMPTS
-from chalicelib.resources import MAX_RECEIVE_COUNT, stack_spec
+from chalicelib.ingest import batch as pipeline
+from chalicelib.ingest.ledger import MAX_ATTEMPTS
 from chalicelib.runtime import Runtime
+from chalicelib.stack import MAX_RECEIVE_COUNT, stack_spec
 from chalicelib.telemetry import TALLY
-from scripts.local_runner import SqsPoller
-from scripts.simulate import TrafficProfile, generate_traffic, summarize
-from tests.fakes import Call, FakeSqs, Faults, QueuedMessage, client_error, internal_error
-from tests.reliability import (
+from scripts.local.runner import SqsPoller
+from scripts.traffic.simulate import TrafficProfile, generate_traffic, summarize
+from tests.support.fakes import Call, FakeSqs, Faults, QueuedMessage, client_error, internal_error
+from tests.support.reliability import (
     ACCOUNT_ID,
     REGION,
     EventKey,

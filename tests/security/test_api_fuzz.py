@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.push import compute_signature
-from tests.helpers import cxone_event
-from tests.security import ApiStage, api_stage, assert_safe
+from chalicelib.push.handler import compute_signature
+from tests.support.api_stage import ApiStage, api_stage, assert_safe
+from tests.support.helpers import cxone_event
 
 FUZZ = settings(
     max_examples=60,

@@ -19,10 +19,10 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from chalicelib.api_params import BODY_MAX_BYTES, CURSOR_MAX_CHARS, LIMIT_MAX
-from chalicelib.push import MAX_BODY_BYTES, signed_headers
-from tests.reliability import interactions
-from tests.security import ApiStage, api_stage
+from chalicelib.api.params import BODY_MAX_BYTES, CURSOR_MAX_CHARS, LIMIT_MAX
+from chalicelib.push.handler import MAX_BODY_BYTES, signed_headers
+from tests.support.api_stage import ApiStage, api_stage
+from tests.support.reliability import interactions
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ import boto3
 import pytest
 from aws_lambda_powertools import Logger
 
-from chalicelib.cxone import ClientCredentials, CXoneClient, load_cxone_settings
+from chalicelib.cxone.client import ClientCredentials, CXoneClient, load_cxone_settings
 from chalicelib.telemetry import logger as relay_logger
-from scripts.cxone_standin import CXoneStandIn
-from tests.log_guard import (
+from scripts.local.cxone_standin import CXoneStandIn
+from tests.support.log_guard import (
     MIN_SECRET_CHARS,
     REGISTRY,
     LogGuard,

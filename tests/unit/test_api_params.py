@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.api_params import (
+from chalicelib.api.params import (
     ParameterError,
     normalised,
     parse_job_request,
@@ -16,7 +16,7 @@ from chalicelib.api_params import (
     parse_window,
 )
 from chalicelib.config import Settings, load_settings
-from chalicelib.profiles.common import parse_rfc3339
+from chalicelib.providers.common import parse_rfc3339
 
 SINCE = "2026-11-29T09:00:00Z"
 UNTIL = "2026-11-29T10:00:00Z"

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from chalicelib.claims import (
+from chalicelib.ingest.claims import (
     Candidate,
     InflightClaim,
     InteractionPlan,
@@ -27,8 +27,8 @@ from chalicelib.claims import (
     plan_interaction,
     settle_interaction,
 )
+from chalicelib.ingest.ordering import HighWaterMark, sequence_key, sort_interaction, time_key
 from chalicelib.model import CanonicalEvent, rfc3339
-from chalicelib.ordering import HighWaterMark, sequence_key, sort_interaction, time_key
 
 BASE = datetime(2026, 11, 29, 9, 0, 0, tzinfo=UTC)
 NOW_MS = int((BASE + timedelta(hours=1)).timestamp() * 1000)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chalicelib.api.cursors import CursorError, cursor_key, decode_cursor, encode_cursor
 from chalicelib.config import load_settings
-from chalicelib.cursors import CursorError, cursor_key, decode_cursor, encode_cursor
 
 KEY = b"k" * 32
 FILTERS = {"since": "2026-11-29T09:00:00.000Z", "until": "2026-11-29T10:00:00.000Z"}

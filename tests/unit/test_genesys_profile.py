@@ -12,8 +12,8 @@ import pytest
 
 from chalicelib.config import load_settings
 from chalicelib.model import CanonicalEvent, InvalidEvent
-from chalicelib.profiles import genesys
-from chalicelib.validation import validate_event, validate_record
+from chalicelib.providers import genesys
+from chalicelib.providers.validation import validate_event, validate_record
 
 SETTINGS = load_settings({"AWS_REGION": "us-east-1"})
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "genesys"

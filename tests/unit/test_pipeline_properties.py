@@ -45,15 +45,15 @@ from botocore.exceptions import BotoCoreError, EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import ledger as ledger_module
-from chalicelib import pipeline as pipeline_module
 from chalicelib.config import load_settings
-from chalicelib.ledger import MAX_ATTEMPTS
-from chalicelib.pipeline import handle_ingest
-from chalicelib.resources import stack_spec
-from chalicelib.store import event_key
+from chalicelib.ingest import batch as pipeline_module
+from chalicelib.ingest import ledger as ledger_module
+from chalicelib.ingest.batch import handle_ingest
+from chalicelib.ingest.ledger import MAX_ATTEMPTS
+from chalicelib.stack import stack_spec
+from chalicelib.store.layout import event_key
 from chalicelib.telemetry import Tally
-from tests.fakes import (
+from tests.support.fakes import (
     Call,
     FakeAws,
     FakeClock,
@@ -396,12 +396,12 @@ class Run:
 @contextmanager
 def patched(clock: FakeClock, tally: Tally) -> Iterator[None]:
     with (
-        mock.patch("chalicelib.pipeline.utc_now", clock.now),
+        mock.patch("chalicelib.ingest.batch.utc_now", clock.now),
         mock.patch.object(ledger_module, "_backoff", lambda attempt: None),
         mock.patch("chalicelib.telemetry.TALLY", tally),
         # This queue model has no DLQ: records retry until they succeed, however long that
         # takes, so a claim must never be given up as stuck (what a DLQ'd record's becomes).
-        mock.patch("chalicelib.pipeline.stuck_claim_ms", lambda stage: 10**12),
+        mock.patch("chalicelib.ingest.batch.stuck_claim_ms", lambda stage: 10**12),
         # The queue URL cache would make the first example's calls differ from a replay's.
         mock.patch.dict(pipeline_module._QUEUE_URLS, clear=True),
     ):

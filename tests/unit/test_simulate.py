@@ -18,8 +18,8 @@ from botocore.stub import Stubber
 
 from chalicelib.config import DEFAULT_STAGES, DETAIL_TYPE_ROUTING, DETAIL_TYPE_STAGE, load_settings
 from chalicelib.model import CanonicalEvent
-from chalicelib.validation import validate_event
-from scripts.simulate import (
+from chalicelib.providers.validation import validate_event
+from scripts.traffic.simulate import (
     INVALID_KINDS,
     SendResult,
     TrafficGenerator,
@@ -362,7 +362,7 @@ class RecordingSender:
         self.fail_every = fail_every
 
     def __call__(self, events: Sequence[dict[str, Any]]) -> SendResult:
-        from scripts.simulate import FailedSend
+        from scripts.traffic.simulate import FailedSend
 
         self.requests.append(list(events))
         failed = [

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from benchmarks.accounting import item_size, write_units
-from chalicelib import store
-from chalicelib.queries import WindowFilter, query_limit, second_entries
+from chalicelib.store import layout as store
+from chalicelib.store.queries import WindowFilter, query_limit, second_entries
 
 NOW = datetime(2026, 11, 29, 9, 0, 5, tzinfo=UTC)
 STAGE_CHANGED = "Interaction.Lifecycle.StageChanged"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from chalicelib.config import load_settings
 from chalicelib.model import CanonicalEvent, InvalidEvent
-from chalicelib.validation import MAX_NESTING_DEPTH, validate_event, validate_record
+from chalicelib.providers.validation import MAX_NESTING_DEPTH, validate_event, validate_record
 
 SETTINGS = load_settings({"AWS_REGION": "us-east-1"})
 RFC3339_MILLIS_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")

@@ -1,0 +1,178 @@
+"""What the REST routes do (chalicelib/api.py wires them): parse the parameters, run the
+query or job call, shape the response. Imported on first request, so functions that serve no
+route (ingest, refresh_token) never load it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import unquote
+
+from chalice import BadRequestError, NotFoundError, Response
+from chalice.app import Request, SQSEvent
+
+from chalicelib.api.cursors import CursorError, cursor_key, decode_cursor, encode_cursor
+from chalicelib.api.params import (
+    ParameterError,
+    parse_job_request,
+    parse_timeline,
+    parse_window,
+)
+from chalicelib.providers.common import shown
+from chalicelib.replay import jobs as replay_jobs
+from chalicelib.runtime import Runtime, get_runtime
+from chalicelib.store import queries
+from chalicelib.store.layout import StoreTables
+
+logger = logging.getLogger(__name__)
+
+TIMELINE_CURSOR = "timeline"
+WINDOW_CURSOR = "window"
+
+
+def _query_values(request: Request) -> dict[str, list[str]]:
+    """The query string as {name: [values]}, so a repeated parameter can be refused."""
+    params = request.query_params
+    if not params:
+        return {}
+    return {name: params.getlist(name) for name in params}
+
+
+def _bad_request(error: Exception) -> BadRequestError:
+    return BadRequestError(str(error))
+
+
+def _cursor_position(
+    runtime: Runtime, cursor: str | None, kind: str, filters: dict[str, Any]
+) -> dict[str, Any] | None:
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor, kind=kind, filters=filters, key=cursor_key(runtime.settings))
+    except CursorError as error:
+        raise BadRequestError(f"cursor: {error}") from None
+
+
+def _next_cursor(
+    runtime: Runtime, position: dict[str, Any] | None, kind: str, filters: dict[str, Any]
+) -> str | None:
+    if position is None:
+        return None
+    return encode_cursor(position, kind=kind, filters=filters, key=cursor_key(runtime.settings))
+
+
+def interaction_events(request: Request, interaction_id: str) -> dict[str, Any]:
+    """One interaction's stored events, in order-key order."""
+    # API Gateway (REST) and Chalice hand over path parameters still percent-encoded
+    # (aws/chalice#511); interaction ids may hold '/', spaces or non-ASCII characters.
+    interaction_id = unquote(interaction_id)
+    try:
+        params = parse_timeline(interaction_id, _query_values(request))
+    except ParameterError as error:
+        raise _bad_request(error) from None
+    runtime = get_runtime()
+    filters = params.cursor_filters()
+    position = _cursor_position(runtime, params.cursor, TIMELINE_CURSOR, filters)
+    after = None
+    if position is not None:
+        try:
+            after = queries.TimelinePosition.from_json(position)
+        except ValueError:
+            raise BadRequestError("cursor: is not a timeline cursor") from None
+    page = queries.timeline(
+        runtime.dynamodb,
+        runtime.settings.names.events_table,
+        params.interaction_id,
+        limit=params.limit,
+        after=after,
+        max_bytes=queries.RESPONSE_MAX_BYTES,
+    )
+    next_position = page.next_position.to_json() if page.next_position else None
+    return {
+        "events": page.events,
+        "next_cursor": _next_cursor(runtime, next_position, TIMELINE_CURSOR, filters),
+    }
+
+
+def replay_listing(request: Request) -> dict[str, Any]:
+    """Stored events with since <= occurred_at < until, chronological."""
+    runtime = get_runtime()
+    try:
+        params = parse_window(_query_values(request), runtime.settings)
+    except ParameterError as error:
+        raise _bad_request(error) from None
+    filters = params.cursor_filters()
+    position = _cursor_position(runtime, params.cursor, WINDOW_CURSOR, filters)
+    after = None
+    if position is not None:
+        after = position.get("after")
+        if not isinstance(after, str) or "#" not in after:
+            raise BadRequestError("cursor: is not a replay listing cursor")
+    page = queries.window(
+        runtime.dynamodb,
+        StoreTables.of(runtime.settings),
+        queries.WindowFilter(
+            since=params.since,
+            until=params.until,
+            detail_type=params.detail_type,
+            interaction_id=params.interaction_id,
+        ),
+        limit=params.limit,
+        after=after,
+        max_bytes=queries.RESPONSE_MAX_BYTES,
+    )
+    next_position = None
+    if not page.exhausted:
+        next_position = {"after": page.last_examined or after}
+    return {
+        "events": [event.message for event in page.events],
+        "next_cursor": _next_cursor(runtime, next_position, WINDOW_CURSOR, filters),
+    }
+
+
+def start_replay_job(request: Request) -> Response:
+    """Record a re-drive job and queue it; the worker does the publishing."""
+    runtime = get_runtime()
+    try:
+        request = parse_job_request(request.raw_body, runtime.settings)
+    except ParameterError as error:
+        raise _bad_request(error) from None
+    try:
+        job = replay_jobs.start_job(runtime, request)
+    except Exception:
+        logger.exception("could not start a replay job")
+        return Response(
+            body={
+                "Code": "ServiceUnavailable",
+                "Message": "the job could not be queued; try again shortly",
+            },
+            status_code=503,
+        )
+    return Response(
+        body={"job_id": job.job_id, "status": job.status},
+        status_code=202,
+        headers={"Location": f"/replay/jobs/{job.job_id}"},
+    )
+
+
+def replay_job_status(job_id: str) -> dict[str, Any]:
+    runtime = get_runtime()
+    job = replay_jobs.get_job(runtime.dynamodb, runtime.settings.names.jobs_table, job_id)
+    if job is None:
+        raise NotFoundError(f"job_id: no replay job {shown(job_id)}")
+    return job.view()
+
+
+def replay_worker(event: SQSEvent) -> None:
+    """Run the job named by each message (batch size 1: one job per invocation)."""
+    runtime = get_runtime()
+    remaining_ms = getattr(event.context, "get_remaining_time_in_millis", None)
+    for record in event:
+        job_id = replay_jobs.job_id_from_message(record.body)
+        if job_id is None:
+            # Retrying cannot make it a job message: drop it, loudly.
+            logger.error("replay worker: message is not a job message; dropped")
+            continue
+        outcome = replay_jobs.run_job(runtime, job_id, remaining_ms=remaining_ms)
+        logger.info("replay job %s: %s", job_id, outcome.value)

@@ -1,0 +1,538 @@
+"""The ingest pipeline: one SQS batch from validation to acknowledgement.
+
+    validate -> quarantine invalid | collapse in-batch duplicates -> read ledger (one call)
+    -> plan per interaction (claims.py, pure) -> claim (one conditional write each)
+    -> publish to every consumer topic (concurrently) -> store + release (one batch write)
+    -> acknowledge, or report failures with a growing visibility backoff
+
+A record is acknowledged only when its event reached every consumer, was quarantined, or
+is a confirmed duplicate of a delivered event. Anything else is a batch item failure.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.ingest.claims import (
+    Candidate,
+    InteractionPlan,
+    InteractionRecord,
+    LeaseTerms,
+    Publication,
+    plan_interaction,
+    settle_interaction,
+)
+from chalicelib.ingest.fanout import OutboundMessage, fan_out, publish_ordered
+from chalicelib.ingest.ledger import ClaimRefused, Ledger, LedgerError, encode_record
+from chalicelib.model import (
+    QUARANTINE_RAW_LIMIT,
+    SNS_MAX_MESSAGE_BYTES,
+    CanonicalEvent,
+    InvalidEvent,
+    delivered_message,
+    message_attributes,
+    rfc3339,
+    sha256_hex,
+    sns_message_size,
+    utc_now,
+)
+from chalicelib.providers.validation import validate_record
+from chalicelib.runtime import Runtime
+from chalicelib.stack import MAX_RECEIVE_COUNT, VISIBILITY_FACTOR, ingest_timeout_seconds
+from chalicelib.store.layout import event_item, time_index_items
+from chalicelib.telemetry import BatchMetrics, audit, logger
+
+
+def stuck_claim_ms(stage: str) -> int:
+    """Age at which a claim stops holding back its interaction: longer than its record can
+    keep being retried (every receive up to the redrive limit timing out), so the record is
+    in the DLQ by then. A shorter limit would drop the claim of a record still retrying, and
+    its event would be claimed anew: delivered twice, `late` decided again."""
+    return MAX_RECEIVE_COUNT * VISIBILITY_FACTOR * ingest_timeout_seconds(stage) * 1000
+
+
+class BatchFailed(Exception):
+    """Raised in "raise" mode (no ReportBatchItemFailures): successes were deleted already."""
+
+
+@dataclass(frozen=True)
+class SqsRecord:
+    message_id: str
+    body: str
+    receipt_handle: str
+    receive_count: int
+    source_arn: str
+
+    @classmethod
+    def from_lambda(cls, raw: dict[str, Any]) -> SqsRecord:
+        return cls(
+            message_id=raw["messageId"],
+            body=raw.get("body", ""),
+            receipt_handle=raw.get("receiptHandle", ""),
+            receive_count=int(raw.get("attributes", {}).get("ApproximateReceiveCount", "1")),
+            source_arn=raw.get("eventSourceARN", ""),
+        )
+
+
+@dataclass
+class BatchOutcome:
+    acknowledged: dict[str, str] = field(default_factory=dict)  # message id -> decision
+    failed: dict[str, str] = field(default_factory=dict)  # message id -> reason
+
+    def ack(self, message_id: str, decision: str) -> None:
+        self.acknowledged[message_id] = decision
+
+    def fail(self, message_ids: Sequence[str], reason: str) -> None:
+        for message_id in message_ids:
+            self.failed[message_id] = reason
+
+    def lambda_response(self) -> dict[str, Any]:
+        return {"batchItemFailures": [{"itemIdentifier": i} for i in self.failed]}
+
+
+class Deadline:
+    """Remaining time of the invocation, from the Lambda context (none in plain tests)."""
+
+    def __init__(self, context: Any, margin_ms: int) -> None:
+        self._context = context
+        self._margin_ms = margin_ms
+
+    def exhausted(self) -> bool:
+        if self._context is None or not hasattr(self._context, "get_remaining_time_in_millis"):
+            return False
+        return self._context.get_remaining_time_in_millis() < self._margin_ms
+
+
+def quarantine_message(record: SqsRecord, invalid: InvalidEvent, received_at: str) -> str:
+    raw = record.body.encode("utf-8", errors="surrogatepass")
+    return json.dumps(
+        {
+            "reason": invalid.reason,
+            "errors": invalid.errors,
+            "raw": raw[:QUARANTINE_RAW_LIMIT].decode("utf-8", errors="replace"),
+            "raw_bytes": len(raw),
+            "raw_sha256": sha256_hex(raw),
+            "message_id": record.message_id,
+            "received_at": received_at,
+        },
+        ensure_ascii=False,
+    )
+
+
+def too_large(event: CanonicalEvent, received_at: str) -> InvalidEvent | None:
+    # Sized as the larger of the two messages it may become: `false` is longer than `true`.
+    message = delivered_message(event, received_at=received_at, late=False)
+    body = OutboundMessage.from_message("size", message, event.event_id).body
+    size = sns_message_size(body, message_attributes(message))
+    if size <= SNS_MAX_MESSAGE_BYTES:
+        return None
+    limit = SNS_MAX_MESSAGE_BYTES
+    return InvalidEvent(
+        "too_large", {"_message": [f"delivered message is {size} bytes; SNS accepts {limit}"]}
+    )
+
+
+class IngestBatch:
+    def __init__(self, runtime: Runtime, records: Sequence[SqsRecord], context: Any) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.records = records
+        self.deadline = Deadline(context, self.settings.deadline_margin_ms)
+        self.owner = getattr(context, "aws_request_id", None) or uuid.uuid4().hex
+        self.ledger = Ledger(
+            runtime.dynamodb, self.settings.names.ledger_table, self.settings.names.events_table
+        )
+        self.metrics = BatchMetrics()
+        self.outcome = BatchOutcome()
+        self.now = utc_now()
+        self.received_at = rfc3339(self.now)
+
+    def run(self) -> BatchOutcome:
+        started = time.perf_counter()
+        self.metrics.count("Received", len(self.records))
+        self.metrics.count("BatchSize", len(self.records))
+        candidates, invalid = self._validate()
+        quarantine = self.runtime.executor.submit(self._quarantine, invalid)
+        try:
+            self._deliver(candidates)
+        except LedgerError as error:
+            logger.error("ledger unavailable; records retried", extra={"error": str(error)})
+            pending = [r for c in candidates for r in c.record_ids if r not in self.outcome.failed]
+            self.outcome.fail([r for r in pending if r not in self.outcome.acknowledged], "ledger")
+        quarantine.result()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if self.records:
+            self.metrics.milliseconds("RecordMs", [elapsed_ms / len(self.records)])
+        self.metrics.count("Retried", len(self.outcome.failed))
+        self.metrics.flush()
+        return self.outcome
+
+    # 1. validation ---------------------------------------------------------------------
+    def _validate(self) -> tuple[list[Candidate], list[tuple[SqsRecord, InvalidEvent]]]:
+        invalid: list[tuple[SqsRecord, InvalidEvent]] = []
+        by_key: dict[tuple[str, str], list[tuple[SqsRecord, CanonicalEvent]]] = defaultdict(list)
+        ages = []
+        for record in self.records:
+            result = validate_record(record.body, self.settings)
+            if isinstance(result, InvalidEvent):
+                invalid.append((record, result))
+                continue
+            oversized = too_large(result, self.received_at)
+            if oversized is not None:
+                invalid.append((record, oversized))
+                continue
+            by_key[(result.interaction_id, result.dedup_key)].append((record, result))
+            ages.append(_age_ms(result.occurred_at, self.now))
+        self.metrics.count("Valid", sum(len(v) for v in by_key.values()))
+        self.metrics.count("Invalid", len(invalid))
+        self.metrics.milliseconds("EventAgeMs", ages)
+        candidates = []
+        for group in by_key.values():
+            primary = group[0][1]
+            for _, other in group[1:]:
+                if other.payload_sha256 != primary.payload_sha256:
+                    self.metrics.count("Conflicts")
+                    audit("conflict", **_ids(other), first_event_id=primary.event_id)
+            candidates.append(Candidate(primary, tuple(r.message_id for r, _ in group)))
+        return candidates, invalid
+
+    def _quarantine(self, invalid: list[tuple[SqsRecord, InvalidEvent]]) -> None:
+        if not invalid:
+            return
+        messages = [
+            OutboundMessage(
+                key=record.message_id,
+                group=record.message_id,
+                body=quarantine_message(record, problem, self.received_at),
+                attributes={"reason": {"DataType": "String", "StringValue": problem.reason}},
+                dedup_id=record.message_id,
+            )
+            for record, problem in invalid
+        ]
+        # Published right here, not through fan_out: this already runs as a task of the shared
+        # pool, and waiting in one task for another deadlocks a pool that batches fill up.
+        result = publish_ordered(self.runtime.sns, self.runtime.quarantine_topic, messages)
+        for record, problem in invalid:
+            if record.message_id in result.published:
+                self.outcome.ack(record.message_id, "quarantined")
+                self.metrics.count("Quarantined")
+                self.metrics.count(f"Quarantined:{problem.reason}")
+                for field_name in problem.errors:
+                    self.metrics.count(f"InvalidField:{field_name}")
+                audit(
+                    "quarantined",
+                    message_id=record.message_id,
+                    reason=problem.reason,
+                    fields=sorted(problem.errors),
+                )
+            else:
+                self.outcome.fail([record.message_id], "quarantine_publish_failed")
+
+    # 2. dedup, ordering, fan-out -------------------------------------------------------
+    def _deliver(self, candidates: list[Candidate]) -> None:
+        if not candidates:
+            return
+        if self.deadline.exhausted():
+            self.outcome.fail([r for c in candidates for r in c.record_ids], "deadline")
+            return
+        by_interaction: dict[str, list[Candidate]] = defaultdict(list)
+        for candidate in candidates:
+            by_interaction[candidate.event.interaction_id].append(candidate)
+        records, stored = self.ledger.read(
+            by_interaction, [(c.event.interaction_id, c.dedup_key) for c in candidates]
+        )
+        # In-flight claims of earlier attempts may have been stored since (a crash between
+        # storing and releasing): look those few up too.
+        unknown = [
+            (interaction_id, key)
+            for interaction_id, record in records.items()
+            for key in record.inflight
+            if (interaction_id, key) not in stored
+            and key not in {c.dedup_key for c in by_interaction[interaction_id]}
+        ]
+        if unknown:
+            stored.update(self.ledger.read((), unknown)[1])
+        terms = LeaseTerms(
+            owner=self.owner,
+            now_ms=int(self.now.timestamp() * 1000),
+            lease_ms=self.settings.lease_seconds * 1000,
+            stuck_ms=stuck_claim_ms(self.settings.stage),
+            received_at=self.received_at,
+        )
+        plans = []
+        for interaction_id, group in by_interaction.items():
+            record = records.get(interaction_id) or InteractionRecord(interaction_id)
+            mine = {k: v for (i, k), v in stored.items() if i == interaction_id}
+            plans.append((record, plan_interaction(record, group, mine, terms)))
+        claimed = self._claim(plans)
+        self._publish_and_settle(claimed)
+
+    def _claim(
+        self, plans: list[tuple[InteractionRecord, InteractionPlan]]
+    ) -> list[InteractionPlan]:
+        for _, plan in plans:
+            for candidate, conflict in plan.duplicates:
+                self._ack_all(candidate, "duplicate")
+                if conflict:
+                    self.metrics.count("Conflicts")
+                audit("duplicate", **_ids(candidate.event), conflict=conflict)
+            if plan.waiting:
+                for candidate in plan.waiting:
+                    self.outcome.fail(candidate.record_ids, plan.wait_reason or "waiting")
+                self.metrics.count("Waiting", len(plan.waiting))
+            for key in plan.abandoned:
+                logger.warning(
+                    "stuck claim no longer blocks its interaction",
+                    extra={"interaction_id": plan.interaction_id, "dedup_key": key},
+                )
+        to_claim = [(record, plan) for record, plan in plans if plan.claimed is not None]
+        expires_at = int(self.now.timestamp()) + self.settings.dedup_retention_days * 86400
+        futures = [
+            self.runtime.executor.submit(
+                self.ledger.claim, record.version, plan.claimed, expires_at
+            )
+            for record, plan in to_claim
+        ]
+        claimed = []
+        for (_, plan), future in zip(to_claim, futures, strict=True):
+            try:
+                refused = future.result()
+            except LedgerError as error:
+                refused = ClaimRefused(plan.interaction_id, None)
+                logger.warning("claim failed", extra={"error": str(error)})
+            if isinstance(refused, ClaimRefused):
+                for publication in plan.publications:
+                    self.outcome.fail(publication.candidate.record_ids, "claim_refused")
+                self.metrics.count("ClaimRefused")
+                continue
+            claimed.append(plan)
+        return claimed
+
+    def _publish_and_settle(self, plans: list[InteractionPlan]) -> None:
+        if not plans:
+            return
+        publications: list[Publication] = [p for plan in plans for p in plan.publications]
+        messages = {
+            str(n): OutboundMessage.from_message(str(n), publication_message(p), p.claim.event_id)
+            for n, p in enumerate(publications)
+        }
+
+        def messages_for(consumer: str) -> list[OutboundMessage]:
+            return [
+                messages[str(n)]
+                for n, p in enumerate(publications)
+                if consumer not in p.claim.delivered
+            ]
+
+        # Per interaction: dedup keys are scoped by interaction (a provider's event id may
+        # recur in another one), so one interaction's publish never settles another's.
+        reached: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        try:
+            results = fan_out(
+                self.runtime.sns, self.runtime.consumer_topics, messages_for, self.runtime.executor
+            )
+        except (ClientError, BotoCoreError) as error:  # defensive: fan_out reports per entry
+            logger.error("fan-out failed", extra={"error": type(error).__name__})
+            results = {}
+        for consumer, result in results.items():
+            for key in result.published:
+                event = publications[int(key)].candidate.event
+                reached[event.interaction_id][event.dedup_key].add(consumer)
+            self.metrics.consumer(
+                consumer,
+                delivered=len(result.published),
+                failed=len(result.failed),
+                publish_ms=result.seconds * 1000,
+            )
+            if result.failed:
+                logger.warning(
+                    "publish failures",
+                    extra={"consumer": consumer, "codes": sorted(set(result.failed.values()))},
+                )
+        self._settle(plans, reached)
+
+    def _settle(
+        self, plans: list[InteractionPlan], reached: dict[str, dict[str, set[str]]]
+    ) -> None:
+        writes: list[tuple[str, dict[str, Any]]] = []
+        stored: list[tuple[dict[str, Any], str]] = []  # (message, dedup key) for the index
+        done, pending = [], []
+        names = self.settings.names
+        expires_at = int(self.now.timestamp()) + self.settings.dedup_retention_days * 86400
+        for plan in plans:
+            assert plan.claimed is not None
+            settlement = settle_interaction(
+                plan.claimed,
+                plan.publications,
+                reached[plan.interaction_id],
+                self.settings.consumers,
+            )
+            if settlement.record_needs_writing:
+                writes.append((names.ledger_table, encode_record(settlement.record, expires_at)))
+            for publication in settlement.done:
+                event = publication.candidate.event
+                message = publication_message(publication)
+                stored.append((message, event.dedup_key))
+                item = event_item(
+                    message,
+                    dedup_key=event.dedup_key,
+                    payload_sha256=event.payload_sha256,
+                    retention_days=self.settings.store_retention_days,
+                    now=self.now,
+                )
+                writes.append((names.events_table, item))
+            done += settlement.done
+            pending += settlement.pending
+        # Index entries go first: an event item without its entry would be in no window for
+        # good (its dedup record stops a retry from storing it again); the reverse is harmless.
+        index = time_index_items(
+            stored,
+            shards=self.settings.time_index_shards,
+            retention_days=self.settings.store_retention_days,
+            now=self.now,
+        )
+        self.ledger.settle([(names.time_index_table, item) for item in index] + writes)
+        for publication in done:
+            self._ack_all(publication.candidate, "delivered", primary_decision="delivered")
+            if publication.claim.late:
+                self.metrics.count("Late")
+            audit("delivered", **_ids(publication.candidate.event), late=publication.claim.late)
+        for publication in pending:
+            self.outcome.fail(publication.candidate.record_ids, "publish_failed")
+            audit(
+                "failed",
+                **_ids(publication.candidate.event),
+                reason="publish_failed",
+                delivered_to=sorted(publication.claim.delivered),
+            )
+
+    def _ack_all(
+        self, candidate: Candidate, decision: str, primary_decision: str | None = None
+    ) -> None:
+        first, *rest = candidate.record_ids
+        self.outcome.ack(first, primary_decision or decision)
+        self.metrics.count("Delivered" if primary_decision else "Duplicates")
+        for message_id in rest:
+            self.outcome.ack(message_id, "duplicate")
+            self.metrics.count("Duplicates")
+
+
+def publication_message(publication: Publication) -> dict[str, Any]:
+    """The delivered message of a claimed event, under the event id it was claimed with.
+
+    A provider re-send (same provider event id, new envelope id) may be the record that
+    retries a partly published event; its message keeps the first id, so every consumer and
+    every repeat sees one stable `event_id` (consumers and FIFO topics dedupe on it).
+    """
+    claim = publication.claim
+    message = delivered_message(
+        publication.candidate.event, received_at=claim.received_at, late=claim.late
+    )
+    message["event_id"] = claim.event_id
+    return message
+
+
+def _ids(event: CanonicalEvent) -> dict[str, str]:
+    return {
+        "event_id": event.event_id,
+        "interaction_id": event.interaction_id,
+        "dedup_key": event.dedup_key,
+    }
+
+
+def _age_ms(occurred_at: str, now: datetime) -> float:
+    occurred = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
+    return max(0.0, (now - occurred).total_seconds() * 1000)
+
+
+def backoff_seconds(receive_count: int, base: int, cap: int) -> int:
+    """Visibility before the next try: grows with the receive count, so retries take seconds
+    at first and back off while a dependency stays down."""
+    return min(cap, base * 2 ** max(0, receive_count - 1))
+
+
+def _queue_url(runtime: Runtime, source_arn: str, cache: dict[str, str]) -> str:
+    if source_arn not in cache:
+        *_, account, name = source_arn.split(":")
+        cache[source_arn] = runtime.sqs.get_queue_url(
+            QueueName=name, QueueOwnerAWSAccountId=account
+        )["QueueUrl"]
+    return cache[source_arn]
+
+
+_QUEUE_URLS: dict[str, str] = {}
+
+
+def _per_queue(runtime: Runtime, records: Sequence[SqsRecord]) -> dict[str, list[SqsRecord]]:
+    grouped: dict[str, list[SqsRecord]] = defaultdict(list)
+    for record in records:
+        grouped[_queue_url(runtime, record.source_arn, _QUEUE_URLS)].append(record)
+    return grouped
+
+
+def back_off(runtime: Runtime, records: Sequence[SqsRecord]) -> None:
+    """Shorten the failed records' visibility to their backoff; a failure here only means
+    the retry waits for the queue's own visibility timeout."""
+    settings = runtime.settings
+    try:
+        for url, group in _per_queue(runtime, records).items():
+            for start in range(0, len(group), 10):
+                entries = [
+                    {
+                        "Id": str(n),
+                        "ReceiptHandle": r.receipt_handle,
+                        "VisibilityTimeout": backoff_seconds(
+                            r.receive_count,
+                            settings.backoff_base_seconds,
+                            settings.backoff_max_seconds,
+                        ),
+                    }
+                    for n, r in enumerate(group[start : start + 10])
+                ]
+                runtime.sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+    except (ClientError, BotoCoreError) as error:
+        logger.warning("could not shorten visibility", extra={"error": type(error).__name__})
+
+
+def delete_acknowledged(runtime: Runtime, records: Sequence[SqsRecord]) -> list[str]:
+    """For mappings without ReportBatchItemFailures: delete successes before failing the
+    batch. Returns the message ids that could not be deleted (they will be redelivered and
+    found to be duplicates)."""
+    undeleted = []
+    for url, group in _per_queue(runtime, records).items():
+        for start in range(0, len(group), 10):
+            chunk = group[start : start + 10]
+            entries = [
+                {"Id": str(n), "ReceiptHandle": r.receipt_handle} for n, r in enumerate(chunk)
+            ]
+            try:
+                response = runtime.sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+                undeleted += [chunk[int(f["Id"])].message_id for f in response.get("Failed", [])]
+            except (ClientError, BotoCoreError):
+                undeleted += [r.message_id for r in chunk]
+    return undeleted
+
+
+def handle_ingest(raw_event: dict[str, Any], context: Any, runtime: Runtime) -> dict[str, Any]:
+    """The `ingest` Lambda: returns batchItemFailures, or raises in "raise" mode."""
+    records = [SqsRecord.from_lambda(raw) for raw in raw_event.get("Records", [])]
+    outcome = IngestBatch(runtime, records, context).run()
+    failed = [r for r in records if r.message_id in outcome.failed]
+    if failed:
+        back_off(runtime, failed)
+    if runtime.settings.batch_failure_mode == "raise" and failed:
+        acknowledged = [r for r in records if r.message_id not in outcome.failed]
+        undeleted = delete_acknowledged(runtime, acknowledged)
+        if undeleted:
+            logger.warning("acknowledged records not deleted", extra={"count": len(undeleted)})
+        raise BatchFailed(f"{len(failed)} of {len(records)} records failed and will be retried")
+    return outcome.lambda_response()

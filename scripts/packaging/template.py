@@ -1,0 +1,841 @@
+"""Render a stage's CloudFormation merge template and IAM policy from its resource specification.
+
+`make package` runs `python -m scripts.package --stage STAGE --out dist/merge-template.json`
+and then `chalice package --merge-template dist/merge-template.json dist/`. The template is
+built from `stack_spec(settings)`, the very specification `scripts.provision` creates, with the
+settings of the stage's `.chalice/config.json`, so the packaged stack and a provisioned one
+cannot drift. It adds what Chalice cannot: the queues, topics, tables, bus, rules and targets;
+ReportBatchItemFailures on the ingest mapping (aws/chalice#2029); KMS encryption at rest;
+alarms and a dashboard.
+
+The stage's IAM policy (`.chalice/policy-<stage>.json`, used by `chalice deploy` and
+`chalice package` alike) is generated from the same specification: `--write-policy` writes it,
+and packaging refuses to go on while the committed file differs from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from chalice.utils import to_cfn_resource_name
+
+from chalicelib.config import Settings, load_settings
+from chalicelib.stack import QueueSpec, RuleSpec, StackSpec, TableSpec, TopicSpec, stack_spec
+from chalicelib.telemetry import NAMESPACE as METRICS_NAMESPACE
+from chalicelib.telemetry import SERVICE as METRICS_SERVICE
+from scripts.provisioning.mapping import INGEST_FUNCTION, REPORT_BATCH_ITEM_FAILURES
+from scripts.provisioning.partner import partner_rule
+
+CUSTOMER_KEY_CONDITION = "UseCustomerKey"
+ALARM_TOPIC_CONDITION = "HasAlarmTopic"
+PARTNER_CONDITION = "HasPartnerSource"
+KEY_ID = "RelayKmsKey"
+EVENT_BUS_ID = "EventBus"
+PARTNER_BUS_ID = "PartnerEventBus"
+PARTNER_RULE_ID = "PartnerIngestRule"
+DASHBOARD_ID = "RelayDashboard"
+# Data-plane actions of the functions, by service; every one is granted on named resources only.
+QUEUE_CONSUMER_ACTIONS = (
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+    "sqs:ReceiveMessage",
+)
+TABLE_ACTIONS = (
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+)  # no Scan: every read uses a key
+
+
+class PackageError(RuntimeError):
+    """The stage cannot be packaged as it is; the message says what to fix."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def stage_environment(project_dir: Path, stage: str) -> dict[str, str]:
+    """The environment variables `.chalice/config.json` gives the stage's functions."""
+    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+    stages = config.get("stages", {})
+    if stage not in stages:
+        raise PackageError(
+            f"stage {stage!r} is not in .chalice/config.json (stages: {', '.join(stages)})"
+        )
+    return {
+        **config.get("environment_variables", {}),
+        **stages[stage].get("environment_variables", {}),
+    }
+
+
+def stage_load_env(project_dir: Path, stage: str, region: str | None = None) -> dict[str, str]:
+    """The environment the deployed stage's functions see (their region: the packaging one)."""
+    env = {"RELAY_STAGE": stage, **stage_environment(project_dir, stage)}
+    # The template uses AWS::Region; the region only has to satisfy load_settings.
+    env["AWS_REGION"] = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    env["AWS_DEFAULT_REGION"] = env["AWS_REGION"]
+    return env
+
+
+def stage_settings(project_dir: Path, stage: str, region: str | None = None) -> Settings:
+    """The settings the deployed stage's functions will load, so names match theirs."""
+    return load_settings(stage_load_env(project_dir, stage, region))
+
+
+# --------------------------------------------------------------------------- names, helpers
+
+
+def logical_id(name: str, prefix: str, kind: str) -> str:
+    """CloudFormation id of a named resource: cxone-relay-dev-ingest-dlq -> IngestDlqQueue."""
+    short = name.removeprefix(f"{prefix}-")
+    fifo = short.endswith(".fifo")
+    camel = "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", short))
+    camel = camel.removesuffix("Fifo") + ("Fifo" if fifo else "")
+    return camel if camel.endswith(kind) else camel + kind
+
+
+def get_att(resource: str, attribute: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [resource, attribute]}
+
+
+def ref(resource: str) -> dict[str, str]:
+    return {"Ref": resource}
+
+
+def if_customer_key(then: Any, otherwise: Any) -> dict[str, Any]:
+    return {"Fn::If": [CUSTOMER_KEY_CONDITION, then, otherwise]}
+
+
+NO_VALUE = ref("AWS::NoValue")
+
+
+class Ids:
+    """Logical ids of the spec's resources, checked for collisions."""
+
+    def __init__(self, settings: Settings, spec: StackSpec) -> None:
+        prefix = settings.prefix
+        self.queues = {q.name: logical_id(q.name, prefix, "Queue") for q in spec.queues}
+        self.topics = {t.name: logical_id(t.name, prefix, "Topic") for t in spec.topics}
+        self.tables = {t.name: logical_id(t.name, prefix, "Table") for t in spec.tables}
+        self.rules = {r.name: logical_id(r.name, prefix, "Rule") for r in spec.rules}
+        every = [
+            *self.queues.values(),
+            *self.topics.values(),
+            *self.tables.values(),
+            *self.rules.values(),
+        ]
+        duplicates = sorted({i for i in every if every.count(i) > 1})
+        if duplicates:
+            raise PackageError(f"resource names map to the same logical id: {duplicates}")
+
+
+# --------------------------------------------------------------------------- resources
+
+
+def queue_resource(queue: QueueSpec, ids: Ids) -> dict[str, Any]:
+    properties: dict[str, Any] = {"QueueName": queue.name}
+    # Render every attribute provision sets; an attribute added to QueueSpec without a
+    # rendering here stops packaging instead of silently drifting.
+    for key, value in queue.attributes(None).items():
+        if key in ("VisibilityTimeout", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds"):
+            properties[key] = int(value)
+        elif key == "SqsManagedSseEnabled":
+            # SQS-managed SSE, unless a customer-managed key is chosen. Not alias/aws/sqs:
+            # EventBridge cannot send to a queue encrypted with an AWS managed key.
+            properties["SqsManagedSseEnabled"] = if_customer_key(NO_VALUE, value == "true")
+            properties["KmsMasterKeyId"] = if_customer_key(ref(KEY_ID), NO_VALUE)
+        else:
+            raise PackageError(f"queue attribute {key} has no CloudFormation rendering")
+    if queue.dead_letter_queue:
+        properties["RedrivePolicy"] = {
+            "deadLetterTargetArn": get_att(ids.queues[queue.dead_letter_queue], "Arn"),
+            "maxReceiveCount": queue.max_receive_count,
+        }
+    return {"Type": "AWS::SQS::Queue", "Properties": properties}
+
+
+def topic_resource(topic: TopicSpec) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "TopicName": topic.name,
+        "KmsMasterKeyId": if_customer_key(ref(KEY_ID), "alias/aws/sns"),
+    }
+    for key, value in topic.attributes().items():
+        if key in ("FifoTopic", "ContentBasedDeduplication"):
+            properties[key] = value == "true"
+        else:
+            raise PackageError(f"topic attribute {key} has no CloudFormation rendering")
+    return {"Type": "AWS::SNS::Topic", "Properties": properties}
+
+
+def table_resource(table: TableSpec, stage: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "TableName": table.name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"} for name in table.attribute_names()
+        ],
+        "KeySchema": table.key_schema(),
+        "TimeToLiveSpecification": {"AttributeName": table.ttl_attribute, "Enabled": True},
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        "SSESpecification": {
+            "SSEEnabled": True,
+            "SSEType": "KMS",  # without a key id: the AWS managed key aws/dynamodb
+            "KMSMasterKeyId": if_customer_key(ref(KEY_ID), NO_VALUE),
+        },
+    }
+    # Production keeps its data when the stack goes; other stages clean up after themselves.
+    policy = "Retain" if stage == "prod" else "Delete"
+    return {
+        "Type": "AWS::DynamoDB::Table",
+        "DeletionPolicy": policy,
+        "UpdateReplacePolicy": policy,
+        "Properties": properties,
+    }
+
+
+def target(rule: RuleSpec, ids: Ids) -> dict[str, Any]:
+    return {
+        "Id": rule.target_id,
+        "Arn": get_att(ids.queues[rule.target_queue], "Arn"),
+        "RetryPolicy": {
+            "MaximumRetryAttempts": rule.max_retry_attempts,
+            "MaximumEventAgeInSeconds": rule.max_event_age_seconds,
+        },
+        "DeadLetterConfig": {"Arn": get_att(ids.queues[rule.target_dlq], "Arn")},
+    }
+
+
+def rule_resource(rule: RuleSpec, bus: dict[str, Any], ids: Ids) -> dict[str, Any]:
+    return {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "Name": rule.name,
+            "EventBusName": bus,
+            "EventPattern": rule.pattern,
+            "State": "ENABLED",
+            "Description": "CXone Event Relay: provider events to the ingest queue",
+            "Targets": [target(rule, ids)],
+        },
+    }
+
+
+def queue_policies(spec: StackSpec, ids: Ids, partner: RuleSpec) -> dict[str, Any]:
+    """Per target queue: only EventBridge, on behalf of these rules, may send to it or its DLQ.
+
+    The DLQ needs the grant too: EventBridge itself sends what it cannot deliver there.
+    """
+    resources: dict[str, Any] = {}
+    by_queue: dict[tuple[str, str], list[Any]] = {}
+    for rule in spec.rules:
+        by_queue.setdefault((rule.target_queue, rule.target_dlq), []).append(
+            get_att(ids.rules[rule.name], "Arn")
+        )
+    partner_key = (partner.target_queue, partner.target_dlq)
+    by_queue.setdefault(partner_key, [])
+    for (queue, dlq), rule_arns in by_queue.items():
+        source_arns = list(rule_arns)
+        if (queue, dlq) == partner_key:
+            source_arns.append(
+                {"Fn::If": [PARTNER_CONDITION, get_att(PARTNER_RULE_ID, "Arn"), NO_VALUE]}
+            )
+        queue_ids = [ids.queues[queue], ids.queues[dlq]]
+        resources[f"{ids.queues[queue]}Policy"] = {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [ref(i) for i in queue_ids],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "AllowRelayRules",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "events.amazonaws.com"},
+                            "Action": "sqs:SendMessage",
+                            "Resource": [get_att(i, "Arn") for i in queue_ids],
+                            "Condition": {"ArnEquals": {"aws:SourceArn": source_arns}},
+                        }
+                    ],
+                },
+            },
+        }
+    return resources
+
+
+def kms_resources(settings: Settings) -> dict[str, Any]:
+    """The optional customer-managed key, usable through the stage's services only."""
+    services = [
+        {"Fn::Sub": f"{service}.${{AWS::Region}}.amazonaws.com"}
+        for service in ("dynamodb", "sns", "sqs")
+    ]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {
+                    "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+                },
+                "Action": "kms:*",
+                "Resource": "*",  # in a key policy, "*" is this key
+            },
+            {
+                # As AWS managed keys do: any principal of this account that may use the queue,
+                # topic or table may use the key, through that service only. The functions'
+                # policy files therefore need no KMS statement.
+                "Sid": "UseThroughRelayServices",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": [
+                    "kms:CreateGrant",
+                    "kms:Decrypt",
+                    "kms:DescribeKey",
+                    "kms:Encrypt",
+                    "kms:GenerateDataKey*",
+                    "kms:ReEncrypt*",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "kms:CallerAccount": ref("AWS::AccountId"),
+                        "kms:ViaService": services,
+                    }
+                },
+            },
+            {
+                # EventBridge encrypts what it sends to the ingest queue and its DLQ.
+                "Sid": "EventBridgeSendsToEncryptedQueues",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}},
+            },
+        ],
+    }
+    return {
+        KEY_ID: {
+            "Type": "AWS::KMS::Key",
+            "Condition": CUSTOMER_KEY_CONDITION,
+            # Losing the key loses the data encrypted with it: never delete it with the stack.
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "Description": f"CXone Event Relay {settings.stage}: queues, topics and tables",
+                "EnableKeyRotation": True,
+                "KeyPolicy": policy,
+            },
+        },
+        f"{KEY_ID}Alias": {
+            "Type": "AWS::KMS::Alias",
+            "Condition": CUSTOMER_KEY_CONDITION,
+            "Properties": {"AliasName": f"alias/{settings.prefix}", "TargetKeyId": ref(KEY_ID)},
+        },
+    }
+
+
+def partner_resources(partner: RuleSpec, ids: Ids) -> dict[str, Any]:
+    """The partner bus of the same name as the source, routed to the ingest queue (optional)."""
+    source = ref("PartnerEventSourceName")
+    rule = rule_resource(partner, source, ids)
+    rule["Condition"] = PARTNER_CONDITION
+    rule["Properties"]["EventPattern"] = {"source": [source]}
+    rule["DependsOn"] = [PARTNER_BUS_ID]
+    return {
+        PARTNER_BUS_ID: {
+            "Type": "AWS::Events::EventBus",
+            "Condition": PARTNER_CONDITION,
+            "Properties": {"Name": source, "EventSourceName": source},
+        },
+        PARTNER_RULE_ID: rule,
+    }
+
+
+# Run inside a fresh interpreter with the stage's environment variables: app.py reads its queue
+# names from the environment at import time, and Chalice imports it with that environment too.
+_LIST_SQS_HANDLERS = """
+import json, sys
+sys.path.insert(0, ".")
+from chalice.app import SQSEventConfig
+from app import app
+print(json.dumps({s.name: s.queue or (s.queue_arn or "").rsplit(":", 1)[-1]
+                  for s in app.event_sources if isinstance(s, SQSEventConfig)}))
+"""
+
+
+def app_sqs_handlers(project_dir: Path, stage_env: Mapping[str, str]) -> dict[str, str]:
+    """Handler name -> queue name of every `on_sqs_message` in the project's app.py."""
+    env = {**os.environ, **stage_env}
+    result = subprocess.run(
+        [sys.executable, "-c", _LIST_SQS_HANDLERS],
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise PackageError(f"cannot import app.py to list its SQS handlers:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def function_patches(
+    settings: Settings, ids: Ids, sqs_handlers: Mapping[str, str]
+) -> dict[str, Any]:
+    """What Chalice's function resources lack.
+
+    Chalice references each queue by an ARN built from its name (Fn::Sub), which tells
+    CloudFormation nothing: DependsOn makes the queue exist before the function and so before
+    its event source mapping, and the queue resources carry that same name as QueueName.
+    """
+    ingest_queue = sqs_handlers.get(INGEST_FUNCTION)
+    if ingest_queue != settings.names.ingest_queue:
+        raise PackageError(
+            f"app.py's {INGEST_FUNCTION!r} handler listens to {ingest_queue!r}, but the stage's "
+            f"ingest queue is {settings.names.ingest_queue!r}: package with the stage's "
+            f"environment (RELAY_STAGE={settings.stage})"
+        )
+    patches: dict[str, Any] = {}
+    for handler, queue in sqs_handlers.items():
+        if queue not in ids.queues:
+            raise PackageError(
+                f"app.py's {handler!r} handler listens to {queue!r}, a queue the stage's "
+                "resource specification does not create"
+            )
+        patches[to_cfn_resource_name(handler)] = {"DependsOn": [ids.queues[queue]]}
+    ingest_event = to_cfn_resource_name(f"{INGEST_FUNCTION}-sqs-event-source")
+    patches[to_cfn_resource_name(INGEST_FUNCTION)]["Properties"] = {
+        "Events": {
+            ingest_event: {"Properties": {"FunctionResponseTypes": [REPORT_BATCH_ITEM_FAILURES]}}
+        }
+    }
+    return patches
+
+
+def _alarm(
+    name: str,
+    description: str,
+    metric: dict[str, Any],
+    threshold: Any,
+    period: int,
+    evaluation_periods: int = 1,
+) -> dict[str, Any]:
+    actions = {"Fn::If": [ALARM_TOPIC_CONDITION, [ref("AlarmTopicArn")], NO_VALUE]}
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmName": name,
+            "AlarmDescription": description,
+            **metric,
+            "Period": period,
+            "EvaluationPeriods": evaluation_periods,
+            "DatapointsToAlarm": evaluation_periods,
+            "Threshold": threshold,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": actions,
+            "OKActions": actions,
+        },
+    }
+
+
+def dead_letter_queues(spec: StackSpec) -> list[str]:
+    named = [q.dead_letter_queue for q in spec.queues if q.dead_letter_queue]
+    named += [r.target_dlq for r in spec.rules]
+    return list(dict.fromkeys(named))
+
+
+def alarm_resources(settings: Settings, spec: StackSpec, ids: Ids) -> dict[str, Any]:
+    names = settings.names
+    alarms: dict[str, Any] = {}
+    for dlq in dead_letter_queues(spec):
+        alarms[f"{ids.queues[dlq]}DepthAlarm"] = _alarm(
+            f"{dlq}-depth",
+            f"Messages in {dlq}: events that failed every retry; inspect and re-drive them "
+            "(python -m scripts.dlq)",
+            {
+                "Namespace": "AWS/SQS",
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Dimensions": [
+                    {"Name": "QueueName", "Value": get_att(ids.queues[dlq], "QueueName")}
+                ],
+                "Statistic": "Maximum",
+            },
+            threshold=0,
+            period=60,
+        )
+    quarantine = ids.topics[names.quarantine_topic]
+    alarms["QuarantineRateAlarm"] = _alarm(
+        f"{settings.prefix}-quarantine-rate",
+        "More events quarantined in an hour than the threshold: the provider's schema may have "
+        "changed; read the quarantine topic's messages for the reasons",
+        {
+            "Namespace": "AWS/SNS",
+            "MetricName": "NumberOfMessagesPublished",
+            "Dimensions": [{"Name": "TopicName", "Value": get_att(quarantine, "TopicName")}],
+            "Statistic": "Sum",
+        },
+        threshold=ref("QuarantinedPerHourAlarmThreshold"),
+        period=3600,
+    )
+    ingest = ids.queues[names.ingest_queue]
+    alarms["EventAgeAlarm"] = _alarm(
+        f"{settings.prefix}-event-age",
+        "The oldest message in the ingest queue is older than the threshold for 5 minutes: "
+        "the ingest function is failing, throttled or waiting on an interaction",
+        {
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateAgeOfOldestMessage",
+            "Dimensions": [{"Name": "QueueName", "Value": get_att(ingest, "QueueName")}],
+            "Statistic": "Maximum",
+        },
+        threshold=ref("EventAgeAlarmSeconds"),
+        period=60,
+        evaluation_periods=5,
+    )
+    return alarms
+
+
+def _relay_metric(name: str, stat: str, label: str, stage: str, **dimensions: str) -> list[Any]:
+    dims: list[str] = []
+    for key, value in {**dimensions, "service": METRICS_SERVICE, "stage": stage}.items():
+        dims += [key, value]
+    return [METRICS_NAMESPACE, name, *dims, {"stat": stat, "label": label}]
+
+
+def dashboard_body(settings: Settings, alarm_ids: Sequence[str]) -> dict[str, Any]:
+    """The dashboard as CloudWatch wants it: a JSON string, region and alarm ARNs substituted."""
+    latency = [
+        _relay_metric(metric, stat, f"{metric} {stat}", settings.stage)
+        for metric in ("EventAgeMs", "RecordMs")
+        for stat in ("p50", "p90", "p99")
+    ] + [
+        _relay_metric(
+            "PublishMs", stat, f"PublishMs {stat} {consumer}", settings.stage, consumer=consumer
+        )
+        for consumer in settings.consumers
+        for stat in ("p50", "p99")
+    ]
+
+    def hourly(metrics: list[str]) -> list[list[Any]]:
+        return [_relay_metric(m, "Sum", m, settings.stage) for m in metrics]
+
+    ingest_queue = settings.names.ingest_queue
+    widgets = [
+        ("Latency percentiles (ms): event age, per record, publish", latency, 300, 0),
+        ("Throughput per hour", hourly(["Received", "Delivered"]), 3600, 12),
+        (
+            "Duplicates, late, quarantined per hour",
+            hourly(["Duplicates", "Late", "Quarantined"]),
+            3600,
+            0,
+        ),
+        (
+            "Ingest queue",
+            [
+                [
+                    "AWS/SQS",
+                    "ApproximateAgeOfOldestMessage",
+                    "QueueName",
+                    ingest_queue,
+                    {"stat": "Maximum"},
+                ],
+                [
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesVisible",
+                    "QueueName",
+                    ingest_queue,
+                    {"stat": "Maximum"},
+                ],
+                [
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesVisible",
+                    "QueueName",
+                    settings.names.ingest_dlq,
+                    {"stat": "Maximum", "label": "DLQ depth"},
+                ],
+            ],
+            60,
+            12,
+        ),
+    ]
+    body: dict[str, Any] = {"widgets": []}
+    for index, (title, metrics, period, x) in enumerate(widgets):
+        body["widgets"].append(
+            {
+                "type": "metric",
+                "x": x,
+                "y": (index // 2) * 6,
+                "width": 12,
+                "height": 6,
+                "properties": {
+                    "title": title,
+                    "region": "${AWS::Region}",
+                    "view": "timeSeries",
+                    "stacked": False,
+                    "period": period,
+                    "metrics": metrics,
+                },
+            }
+        )
+    body["widgets"].append(
+        {
+            "type": "alarm",
+            "x": 0,
+            "y": 12,
+            "width": 24,
+            "height": 3,
+            "properties": {
+                "title": "Alarms",
+                "alarms": [f"${{{alarm_id}.Arn}}" for alarm_id in alarm_ids],
+            },
+        }
+    )
+    return body
+
+
+def merge_template(
+    settings: Settings, sqs_handlers: Mapping[str, str], spec: StackSpec | None = None
+) -> dict[str, Any]:
+    """The merge template of the stage: everything `scripts.provision infra` creates, and more.
+
+    `sqs_handlers` maps app.py's SQS handler names to their queues (`app_sqs_handlers`).
+    """
+    spec = spec or stack_spec(settings)
+    ids = Ids(settings, spec)
+    partner = partner_rule(settings, "<partner event source>")
+    resources: dict[str, Any] = {}
+    resources.update(kms_resources(settings))
+    for queue in spec.queues:
+        resources[ids.queues[queue.name]] = queue_resource(queue, ids)
+    for topic in spec.topics:
+        resources[ids.topics[topic.name]] = topic_resource(topic)
+    for table in spec.tables:
+        resources[ids.tables[table.name]] = table_resource(table, settings.stage)
+    resources[EVENT_BUS_ID] = {
+        "Type": "AWS::Events::EventBus",
+        "Properties": {"Name": spec.event_bus},
+    }
+    for rule in spec.rules:
+        resources[ids.rules[rule.name]] = rule_resource(rule, ref(EVENT_BUS_ID), ids)
+    resources.update(partner_resources(partner, ids))
+    resources.update(queue_policies(spec, ids, partner))
+    resources.update(function_patches(settings, ids, sqs_handlers))
+    alarms = alarm_resources(settings, spec, ids)
+    resources.update(alarms)
+    resources[DASHBOARD_ID] = {
+        "Type": "AWS::CloudWatch::Dashboard",
+        "Properties": {
+            "DashboardName": settings.prefix,
+            "DashboardBody": {"Fn::Sub": json.dumps(dashboard_body(settings, list(alarms)))},
+        },
+    }
+    outputs: dict[str, Any] = {
+        "EventBusName": {"Value": ref(EVENT_BUS_ID)},
+        "EventBusArn": {"Value": get_att(EVENT_BUS_ID, "Arn")},
+        "IngestQueueUrl": {"Value": ref(ids.queues[settings.names.ingest_queue])},
+        "IngestDeadLetterQueueUrl": {"Value": ref(ids.queues[settings.names.ingest_dlq])},
+        "QuarantineTopicArn": {"Value": ref(ids.topics[settings.names.quarantine_topic])},
+        "DashboardName": {"Value": ref(DASHBOARD_ID)},
+    }
+    for consumer, topic in spec.consumer_topics.items():
+        outputs[f"{logical_id(consumer, '', 'Topic')}Arn"] = {
+            "Value": ref(ids.topics[topic]),
+            "Description": f"SNS topic of consumer {consumer}",
+        }
+    return {
+        "Parameters": {
+            "UseCustomerManagedKey": {
+                "Type": "String",
+                "AllowedValues": ["true", "false"],
+                "Default": "false",
+                "Description": "true: encrypt queues, topics and tables with a new customer-"
+                "managed KMS key; false: AWS managed keys (SQS-managed SSE for queues)",
+            },
+            "AlarmTopicArn": {
+                "Type": "String",
+                "Default": "",
+                "Description": "SNS topic the alarms notify (empty: alarms without actions)",
+            },
+            "EventAgeAlarmSeconds": {
+                "Type": "Number",
+                "Default": 300,
+                "MinValue": 1,
+                "Description": "Alarm when the oldest ingest message is older than this",
+            },
+            "QuarantinedPerHourAlarmThreshold": {
+                "Type": "Number",
+                "Default": 10,
+                "MinValue": 0,
+                "Description": "Alarm when more events than this are quarantined in an hour",
+            },
+            "PartnerEventSourceName": {
+                "Type": "String",
+                "Default": "",
+                "AllowedPattern": r"^(aws\.partner/.+)?$",
+                "Description": "A SaaS partner event source (aws.partner/...) to associate with "
+                "a bus of the same name and route to the ingest queue (empty: none)",
+            },
+        },
+        "Conditions": {
+            CUSTOMER_KEY_CONDITION: {"Fn::Equals": [ref("UseCustomerManagedKey"), "true"]},
+            ALARM_TOPIC_CONDITION: {"Fn::Not": [{"Fn::Equals": [ref("AlarmTopicArn"), ""]}]},
+            PARTNER_CONDITION: {"Fn::Not": [{"Fn::Equals": [ref("PartnerEventSourceName"), ""]}]},
+        },
+        "Resources": resources,
+        "Outputs": outputs,
+    }
+
+
+# --------------------------------------------------------------------------- IAM policy
+
+
+def _arn(service: str, resource: str) -> str:
+    # Region and account stay wildcards (one file serves every region); names pin each grant.
+    return f"arn:aws:{service}:*:*:{resource}"
+
+
+def iam_policy(settings: Settings, spec: StackSpec | None = None) -> dict[str, Any]:
+    """Least privilege for every function of the stage: named resources only, no "*"."""
+    spec = spec or stack_spec(settings)
+    names = settings.names
+    consumed = [q.name for q in spec.queues if q.dead_letter_queue]  # those with a function
+    table_arns = [_arn("dynamodb", f"table/{table.name}") for table in spec.tables]
+
+    def secret(name: str) -> str:
+        # Secrets Manager appends "-" and six random characters to every secret's ARN.
+        return _arn("secretsmanager", f"secret:{name}-??????")
+
+    log_group = f"log-group:/aws/lambda/{settings.prefix}-*"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "WriteOwnLogs",  # EMF metrics travel in the logs: no PutMetricData
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": [_arn("logs", log_group), _arn("logs", f"{log_group}:*")],
+            },
+            {
+                "Sid": "ConsumeQueues",
+                "Effect": "Allow",
+                "Action": list(QUEUE_CONSUMER_ACTIONS),
+                "Resource": [_arn("sqs", name) for name in consumed],
+            },
+            {
+                "Sid": "StartReplayJobs",
+                "Effect": "Allow",
+                "Action": "sqs:SendMessage",
+                "Resource": [_arn("sqs", names.replay_queue)],
+            },
+            {
+                "Sid": "PublishToConsumersAndQuarantine",
+                "Effect": "Allow",
+                "Action": "sns:Publish",
+                "Resource": [_arn("sns", topic.name) for topic in spec.topics],
+            },
+            {
+                "Sid": "UseTables",
+                "Effect": "Allow",
+                "Action": list(TABLE_ACTIONS),
+                "Resource": table_arns,
+            },
+            {
+                "Sid": "PutPushedEventsOnBus",
+                "Effect": "Allow",
+                "Action": "events:PutEvents",
+                "Resource": [_arn("events", f"event-bus/{spec.event_bus}")],
+            },
+            {
+                "Sid": "ReadSecrets",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": [
+                    secret(names.credentials_secret),
+                    secret(names.push_secret),
+                    secret(names.token_secret),
+                ],
+            },
+            {
+                "Sid": "StoreToken",  # refresh_token creates the token secret on its first run
+                "Effect": "Allow",
+                "Action": ["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue"],
+                "Resource": [secret(names.token_secret)],
+            },
+        ],
+    }
+
+
+def policy_path(project_dir: Path, stage: str) -> Path:
+    return project_dir / ".chalice" / f"policy-{stage}.json"
+
+
+def policy_text(policy: Mapping[str, Any]) -> str:
+    return json.dumps(policy, indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m scripts.package", description=__doc__)
+    parser.add_argument("--stage", default=os.environ.get("RELAY_STAGE") or "dev")
+    parser.add_argument("--out", type=Path, help="where to write the merge template")
+    parser.add_argument("--project-dir", type=Path, default=Path.cwd())
+    parser.add_argument(
+        "--write-policy",
+        action="store_true",
+        help="(re)write .chalice/policy-<stage>.json from the resource specification",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = stage_settings(args.project_dir, args.stage)
+    except (PackageError, ValueError) as error:
+        print(f"package: {error}", file=sys.stderr)
+        return 1
+    path = policy_path(args.project_dir, args.stage)
+    wanted = policy_text(iam_policy(settings))
+    if args.write_policy:
+        path.write_text(wanted)
+        print(f"wrote {path}")
+    elif not path.exists() or json.loads(path.read_text()) != json.loads(wanted):
+        print(
+            f"package: {path} differs from the resource specification; review and run "
+            f"`python -m scripts.package --stage {args.stage} --write-policy`",
+            file=sys.stderr,
+        )
+        return 1
+    if args.out:
+        try:
+            handlers = app_sqs_handlers(
+                args.project_dir, stage_load_env(args.project_dir, args.stage)
+            )
+            template = merge_template(settings, handlers)
+        except PackageError as error:
+            print(f"package: {error}", file=sys.stderr)
+            return 1
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(template, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
