@@ -23,7 +23,8 @@ from botocore.config import Config
 from benchmarks.harness import REGION, fresh_stage, relay_settings
 from benchmarks.implementations.ours import provision
 from benchmarks.metering import CallRecorder, bill, describe_tables
-from chalicelib.model import InvalidEvent, delivered_message, rfc3339, sha256_hex, utc_now
+from chalicelib.formats import rfc3339, sha256_hex, utc_now
+from chalicelib.model import InvalidEvent, delivered_message
 from chalicelib.providers.validation import validate_record
 from chalicelib.store.layout import StoreTables, event_item, time_index_items, time_sort
 from chalicelib.store.queries import WindowFilter, window

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from chalicelib.formats import canonical_json, sha256_hex
 
 # SNS refuses messages over 256 KB (message body plus attributes).
 SNS_MAX_MESSAGE_BYTES = 256 * 1024
 QUARANTINE_RAW_LIMIT = 64 * 1024
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC, RFC 3339, milliseconds and `Z`: string order is time order."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def sha256_hex(data: bytes | str) -> str:
-    if isinstance(data, str):
-        data = data.encode("utf-8", errors="surrogatepass")
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

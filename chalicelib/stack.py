@@ -11,20 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.config import CXONE_DETAIL_TYPES, GENESYS_SOURCE_PREFIX, Settings
-
-# Per stage: the ingest Lambda's timeout. AWS advises a visibility timeout of at least six
-# times the function timeout for SQS event sources, so a slow invocation's records are not
-# handed to a second one while the first still works on them.
-INGEST_TIMEOUT_SECONDS = {"local": 10, "dev": 30, "prod": 30}
-VISIBILITY_FACTOR = 6
-# Ordering waits (a newer event waiting on an older one) also count as receives, and each
-# retry backs off (2 s, 4 s, … 60 s): 12 receives is several minutes before the DLQ.
-MAX_RECEIVE_COUNT = 12
-RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: a DLQ keeps what it holds for two weeks
-
-
-def ingest_timeout_seconds(stage: str) -> int:
-    return INGEST_TIMEOUT_SECONDS.get(stage, INGEST_TIMEOUT_SECONDS["dev"])
+from chalicelib.timing import (
+    MAX_RECEIVE_COUNT,
+    RETENTION_SECONDS,
+    VISIBILITY_FACTOR,
+    ingest_timeout_seconds,
+)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 
 from chalicelib.config import Settings
-from chalicelib.model import InvalidEvent, delivered_message, message_attributes, rfc3339, utc_now
+from chalicelib.formats import rfc3339, utc_now
+from chalicelib.model import InvalidEvent, delivered_message, message_attributes
 from chalicelib.providers.validation import validate_record
 
 logger = logging.getLogger("benchmarks.powertools_port")

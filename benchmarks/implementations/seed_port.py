@@ -33,7 +33,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.config import Settings
-from chalicelib.model import InvalidEvent, delivered_message, message_attributes, rfc3339, utc_now
+from chalicelib.formats import rfc3339, utc_now
+from chalicelib.model import InvalidEvent, delivered_message, message_attributes
 from chalicelib.providers.validation import validate_record
 
 logger = logging.getLogger("benchmarks.seed_port")

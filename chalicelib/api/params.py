@@ -22,8 +22,8 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
 from chalicelib.config import Settings
-from chalicelib.model import rfc3339
-from chalicelib.providers.common import Text, flatten_errors, parse_rfc3339, shown
+from chalicelib.formats import parse_rfc3339, rfc3339, shown
+from chalicelib.providers.common import Text, flatten_errors
 
 LIMIT_MIN = 1
 LIMIT_MAX = 1000

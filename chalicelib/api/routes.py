@@ -19,7 +19,7 @@ from chalicelib.api.params import (
     parse_timeline,
     parse_window,
 )
-from chalicelib.providers.common import shown
+from chalicelib.formats import shown
 from chalicelib.replay import jobs as replay_jobs
 from chalicelib.runtime import Runtime, get_runtime
 from chalicelib.store import queries

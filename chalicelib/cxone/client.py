@@ -35,7 +35,7 @@ import requests
 from aws_lambda_powertools import Logger
 
 from chalicelib.config import ConfigError, env_int
-from chalicelib.model import rfc3339, utc_now
+from chalicelib.formats import rfc3339, utc_now
 
 logger = Logger(service="cxone-relay")
 

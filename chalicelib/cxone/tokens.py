@@ -37,7 +37,7 @@ from chalicelib.cxone.client import (
     CXoneSettings,
     load_cxone_settings,
 )
-from chalicelib.model import rfc3339, utc_now
+from chalicelib.formats import rfc3339, utc_now
 from chalicelib.runtime import Runtime
 from chalicelib.telemetry import BatchMetrics
 

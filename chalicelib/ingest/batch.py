@@ -22,6 +22,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.formats import rfc3339, sha256_hex, utc_now
 from chalicelib.ingest.claims import (
     Candidate,
     InteractionPlan,
@@ -40,16 +41,13 @@ from chalicelib.model import (
     InvalidEvent,
     delivered_message,
     message_attributes,
-    rfc3339,
-    sha256_hex,
     sns_message_size,
-    utc_now,
 )
 from chalicelib.providers.validation import validate_record
 from chalicelib.runtime import Runtime
-from chalicelib.stack import MAX_RECEIVE_COUNT, VISIBILITY_FACTOR, ingest_timeout_seconds
 from chalicelib.store.layout import event_item, time_index_items
 from chalicelib.telemetry import BatchMetrics, audit, logger
+from chalicelib.timing import MAX_RECEIVE_COUNT, VISIBILITY_FACTOR, ingest_timeout_seconds
 
 
 def stuck_claim_ms(stage: str) -> int:

@@ -14,7 +14,8 @@ from typing import Any
 from marshmallow import EXCLUDE, ValidationError, validates
 
 from chalicelib.config import CXONE_DETAIL_TYPES, DETAIL_TYPE_ROUTING, DETAIL_TYPE_STAGE, Settings
-from chalicelib.model import CanonicalEvent, InvalidEvent, rfc3339
+from chalicelib.formats import rfc3339, shown
+from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers.common import (
     JsonObject,
     ProfileSchema,
@@ -24,7 +25,6 @@ from chalicelib.providers.common import (
     flatten_errors,
     merge_errors,
     serialized_size,
-    shown,
 )
 
 INTERACTION_ID_MAX_CHARS = 64

@@ -25,7 +25,8 @@ from typing import Any
 from marshmallow import EXCLUDE, ValidationError, fields
 
 from chalicelib.config import GENESYS_SOURCE_PREFIX, Settings
-from chalicelib.model import CanonicalEvent, InvalidEvent, rfc3339
+from chalicelib.formats import parse_rfc3339, rfc3339, shown
+from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers.common import (
     Anything,
     JsonObject,
@@ -38,8 +39,6 @@ from chalicelib.providers.common import (
     described,
     flatten_errors,
     merge_errors,
-    parse_rfc3339,
-    shown,
 )
 
 ID_PLACEHOLDER = "{id}"

@@ -17,9 +17,10 @@ import re
 from typing import Any
 
 from chalicelib.config import Settings
+from chalicelib.formats import shown
 from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers import registry as profiles
-from chalicelib.providers.common import described, json_type_name, shown
+from chalicelib.providers.common import described, json_type_name
 
 # Real events nest 3-6 levels; 64 leaves room and keeps every later recursive step
 # (json.dumps, marshmallow, DynamoDB's 32-level map limit aside) far from Python's stack limit.

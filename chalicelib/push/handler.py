@@ -30,8 +30,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.model import InvalidEvent, sha256_hex
-from chalicelib.providers.common import parse_rfc3339, shown
+from chalicelib.formats import parse_rfc3339, sha256_hex, shown
+from chalicelib.model import InvalidEvent
 from chalicelib.providers.validation import parse_body, validate_event
 from chalicelib.runtime import Runtime
 from chalicelib.telemetry import logger

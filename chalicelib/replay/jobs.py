@@ -48,12 +48,13 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.api.params import JobRequest
+from chalicelib.formats import rfc3339, utc_now
 from chalicelib.ingest.fanout import OutboundMessage, PublishResult, publish_ordered
-from chalicelib.model import SNS_MAX_MESSAGE_BYTES, rfc3339, utc_now
+from chalicelib.model import SNS_MAX_MESSAGE_BYTES
 from chalicelib.runtime import Runtime
-from chalicelib.stack import VISIBILITY_FACTOR, ingest_timeout_seconds
 from chalicelib.store.layout import StoreTables
 from chalicelib.store.queries import StoredEvent, WindowFilter, window
+from chalicelib.timing import VISIBILITY_FACTOR, ingest_timeout_seconds
 
 logger = logging.getLogger(__name__)
 

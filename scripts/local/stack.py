@@ -123,7 +123,7 @@ class DemoConsumers:
             thread.join(5)
 
     def _drain(self, consumer: str, url: str) -> None:
-        from chalicelib.model import utc_now
+        from chalicelib.formats import utc_now
 
         while not self._stop.is_set():
             try:

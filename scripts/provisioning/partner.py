@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.config import Settings
-from chalicelib.model import rfc3339
+from chalicelib.formats import rfc3339
 from chalicelib.stack import RuleSpec
 from scripts.provisioning.actions import Action
 

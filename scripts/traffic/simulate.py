@@ -40,7 +40,7 @@ from chalicelib.config import (
     DETAIL_TYPE_ROUTING,
     DETAIL_TYPE_STAGE,
 )
-from chalicelib.model import rfc3339, utc_now
+from chalicelib.formats import rfc3339, utc_now
 
 ItemKind = Literal["valid", "duplicate", "invalid"]
 

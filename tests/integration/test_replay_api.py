@@ -27,7 +27,7 @@ from chalice.test import Client
 
 from chalicelib.api.blueprint import api
 from chalicelib.config import load_settings
-from chalicelib.model import rfc3339, utc_now
+from chalicelib.formats import rfc3339, utc_now
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from chalicelib.stack import stack_spec
 from chalicelib.store import layout as store

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
+from chalicelib.formats import rfc3339, utc_now
 from chalicelib.ingest.fanout import OutboundMessage, PublishResult, publish_ordered
-from chalicelib.model import rfc3339, utc_now
 from chalicelib.replay import jobs as replay_jobs
 from chalicelib.replay.jobs import ConsumerProgress, RunOutcome, advance_progress
 from chalicelib.runtime import Runtime, reset_runtime

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.stack import MAX_RECEIVE_COUNT
+from chalicelib.timing import MAX_RECEIVE_COUNT
 from scripts.operations import dlq
 from tests.support.fakes import Call, Faults
 from tests.support.reliability import (

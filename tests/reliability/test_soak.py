@@ -40,8 +40,9 @@ from botocore.exceptions import ClientError
 from chalicelib.ingest import batch as pipeline
 from chalicelib.ingest.ledger import MAX_ATTEMPTS
 from chalicelib.runtime import Runtime
-from chalicelib.stack import MAX_RECEIVE_COUNT, stack_spec
+from chalicelib.stack import stack_spec
 from chalicelib.telemetry import TALLY
+from chalicelib.timing import MAX_RECEIVE_COUNT
 from scripts.local.runner import SqsPoller
 from scripts.traffic.simulate import TrafficProfile, generate_traffic, summarize
 from tests.support.fakes import Call, FakeSqs, Faults, QueuedMessage, client_error, internal_error

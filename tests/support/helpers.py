@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.model import utc_now
+from chalicelib.formats import utc_now
 from chalicelib.store import layout as store
 
 # The delivered message's fields (DESIGN.md, "Delivered message"): exactly these, no more.

@@ -16,7 +16,7 @@ from chalicelib.api.params import (
     parse_window,
 )
 from chalicelib.config import Settings, load_settings
-from chalicelib.providers.common import parse_rfc3339
+from chalicelib.formats import parse_rfc3339
 
 SINCE = "2026-11-29T09:00:00Z"
 UNTIL = "2026-11-29T10:00:00Z"

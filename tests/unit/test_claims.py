@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from chalicelib.formats import rfc3339
 from chalicelib.ingest.claims import (
     Candidate,
     InflightClaim,
@@ -28,7 +29,7 @@ from chalicelib.ingest.claims import (
     settle_interaction,
 )
 from chalicelib.ingest.ordering import HighWaterMark, sequence_key, sort_interaction, time_key
-from chalicelib.model import CanonicalEvent, rfc3339
+from chalicelib.model import CanonicalEvent
 
 BASE = datetime(2026, 11, 29, 9, 0, 0, tzinfo=UTC)
 NOW_MS = int((BASE + timedelta(hours=1)).timestamp() * 1000)
