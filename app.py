@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Chalice, Rate
-from chalice.app import CloudWatchEvent, SQSEvent
+from chalice.app import Chalice, CloudWatchEvent, Rate, SQSEvent
 
 from chalicelib.api.blueprint import api
 from chalicelib.config import load_settings, names_from_environment

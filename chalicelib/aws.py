@@ -70,7 +70,7 @@ def compute_backoff(
 ) -> float:
     """Seconds to wait before retry `attempt` (0-based): `base * 2**attempt`, at most `cap`,
     with half jitter (between half and all of it) unless `jitter` is None."""
-    delay = min(cap, base * 2 ** max(0, attempt))
+    delay: float = min(cap, base * float(2 ** max(0, attempt)))
     if jitter is None:
         return delay
     return delay * (0.5 + jitter() / 2)
