@@ -49,7 +49,7 @@ def delivered_message(
     late: bool,
     replay_job_id: str | None = None,
 ) -> dict[str, Any]:
-    """The message every consumer receives (DESIGN.md, "Delivered message")."""
+    """The message every consumer receives (the delivered-message contract, README)."""
     return {
         "event_id": event.event_id,
         "interaction_id": event.interaction_id,

@@ -1,4 +1,4 @@
-"""CXone profile: DESIGN.md "Inbound event, CXone profile" (a contract).
+"""CXone profile: the CXone inbound event contract (docs/providers.md).
 
 One detail schema per detail-type. `interaction.id` and `participant.id` are literal keys that
 contain a dot, hence `data_key`. Unknown detail keys are not rejected; they are not loaded

@@ -1,4 +1,4 @@
-"""Genesys Cloud profile: DESIGN.md "Inbound event, Genesys Cloud profile" (a contract).
+"""Genesys Cloud profile: the Genesys Cloud inbound event contract (docs/providers.md).
 
 Genesys sets `detail-type` to the topic pattern (`v2.detail.events.conversation.{id}.acd.start`)
 and `detail.topicName` to the concrete topic. Every topic is accepted. The pattern and the topic

@@ -1,4 +1,4 @@
-"""`POST /events`: signed HTTPS push for providers without EventBridge (DESIGN.md, REST API).
+"""`POST /events`: signed HTTPS push for providers without EventBridge.
 
     headers + secret -> signature (401) -> replay ledger (401) -> size (413) -> batch (400)
     -> validate each event (same profiles as ingest) -> PutEvents on the stage's bus -> 200

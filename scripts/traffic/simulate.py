@@ -1,7 +1,7 @@
 """Simulated CXone traffic: realistic interaction lifecycles, with the faults real traffic has.
 
 Generation is pure and deterministic for a seed: `TrafficGenerator` / `generate_traffic` build
-EventBridge events of the CXone profile (DESIGN.md, "Inbound event, CXone profile") and record,
+EventBridge events of the CXone profile (the CXone inbound contract) and record,
 per emitted item, whether it is a valid event, a re-delivery of one (a duplicate) or an event
 that breaks the contract, so whoever receives them can reconcile counts with `summarize`.
 

@@ -31,7 +31,7 @@ from tests.support.local_stack import PROJECT, drain, running_stack
 pytestmark = pytest.mark.slow
 SAMPLES = PROJECT / "tests" / "fixtures" / "genesys"
 # The two chat customer.end samples share CorrelationId and topicName: the one sent second is
-# a dedup conflict (DESIGN.md) and must reach no consumer.
+# a dedup conflict and must reach no consumer.
 CONFLICT_FIRST = "conversation.customer.end.chat.json"
 CONFLICT_SECOND = "conversation.customer.end.chat-no-external-contact.json"
 RFC3339_MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

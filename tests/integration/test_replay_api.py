@@ -51,7 +51,7 @@ def delivered(
     detail_type: str = STAGE_CHANGED,
     late: bool = False,
 ) -> dict[str, Any]:
-    """A delivered message as the pipeline stores it (DESIGN.md "Delivered message")."""
+    """A delivered message as the pipeline stores it (the delivered-message contract)."""
     stage = "Connected" if detail_type == STAGE_CHANGED else None
     state = None if detail_type == STAGE_CHANGED else "Available"
     detail: dict[str, Any] = {"interaction.id": interaction_id}

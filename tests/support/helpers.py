@@ -13,7 +13,7 @@ from chalicelib.config import Settings
 from chalicelib.formats import utc_now
 from chalicelib.store import layout as store
 
-# The delivered message's fields (DESIGN.md, "Delivered message"): exactly these, no more.
+# The delivered message's fields (the delivered-message contract): exactly these, no more.
 DELIVERED_FIELDS = frozenset(
     {
         "event_id",

@@ -15,7 +15,7 @@ Shared machinery of the suite's modules:
 - `EventSourceMapping`: Lambda's SQS event source mapping one batch at a time on the test's
   thread, handing each batch to `scripts.local.runner.SqsPoller.invoke` (so batchItemFailures,
   "a raised exception fails the whole batch" and the timeout rule are the local runner's).
-- `check_deliveries`: what every consumer must have got, per DESIGN.md's guarantees.
+- `check_deliveries`: what every consumer must have got, per the relay's guarantees.
 
 moto keeps a standard queue's messages in the order they were sent, and SNS delivers a
 PublishBatch's entries to a subscribed queue in order: the order a subscriber queue holds is
@@ -496,7 +496,7 @@ def check_deliveries(
     may_repeat: Collection[EventKey] = (),
     consumers: Collection[str] | None = None,
 ) -> None:
-    """DESIGN.md's guarantees, as every consumer's subscriber queue shows them.
+    """the relay's guarantees, as every consumer's subscriber queue shows them.
 
     1. nothing lost: every expected event reached every consumer, and nothing else did;
     2. once: no event twice, except those in `may_repeat` (published before a crash that came

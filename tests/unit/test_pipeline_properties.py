@@ -1,4 +1,4 @@
-"""DESIGN.md's guarantees as one property of the whole ingest pipeline, over in-memory fakes.
+"""the relay's guarantees as one property of the whole ingest pipeline, over in-memory fakes.
 
 Random interaction streams (duplicated, re-sent by the provider, shuffled, some invalid) go
 onto a model SQS queue; a model event source mapping hands random batches to `handle_ingest`,

@@ -53,7 +53,7 @@ NEXT_STAGES = {
 
 
 def contract_errors(event: dict[str, Any]) -> list[str]:
-    """DESIGN.md's CXone contract table, checked independently of the generator and the app."""
+    """the relay's CXone contract table, checked independently of the generator and the app."""
     errors = []
     detail = event.get("detail")
     if not isinstance(detail, dict):

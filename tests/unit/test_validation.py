@@ -21,7 +21,7 @@ RFC3339_MILLIS_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
 def stage_event(**detail_changes: Any) -> dict[str, Any]:
-    """The DESIGN.md example event; `detail_changes` set (or, with value ..., remove) keys."""
+    """The CXone contract example event; `detail_changes` set (or, with value ..., remove) keys."""
     event: dict[str, Any] = {
         "version": "0",
         "id": "6f1c2d3e-0000-4000-8000-000000000001",
