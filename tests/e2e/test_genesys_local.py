@@ -42,7 +42,7 @@ def uuid_of(tag: str, number: int) -> str:
 
 
 CONVERSATION, USER, OAUTH_CLIENT = "c0c0c0c0", "a5a5a5a5", "0c1e0c1e"
-# DESIGN.md "Genesys Cloud profile" applied by hand: (interaction_id, state, stage, occurred_at).
+# The Genesys Cloud profile contract applied by hand: (interaction_id, state, stage, occurred_at).
 EXPECTED: dict[str, tuple[str, str, str | None, str]] = {
     "audits.OAuthClient.json": (
         uuid_of(OAUTH_CLIENT, 1),
