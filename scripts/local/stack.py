@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOCAL_STAGE = "local"
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
