@@ -105,9 +105,7 @@ class AgentInfoSchema(ProfileSchema):
         unknown = INCLUDE
 
     agent_arn = Text(data_key="agentArn", max_length=ARN_MAX_CHARS, allow_none=True)
-    connected_to_agent_timestamp = Timestamp(
-        data_key="connectedToAgentTimestamp", allow_none=True
-    )
+    connected_to_agent_timestamp = Timestamp(data_key="connectedToAgentTimestamp", allow_none=True)
     after_contact_work_start_timestamp = Timestamp(
         data_key="afterContactWorkStartTimestamp", allow_none=True
     )

@@ -184,9 +184,9 @@ def dedup_key(topic_name: str, event_body: dict[str, Any]) -> str:
 
 
 def key_fields(event: dict[str, Any]) -> tuple[str, str]:
-    body = event["detail"]["eventBody"]
-    from_body = bool(body.get("conversationId"))
-    return ("detail.eventBody.conversationId" if from_body else "detail.topicName", "detail.topicName")
+    from_body = bool(event["detail"]["eventBody"].get("conversationId"))
+    interaction_field = "detail.eventBody.conversationId" if from_body else "detail.topicName"
+    return (interaction_field, "detail.topicName")
 
 
 def matches_source(source: str, settings: Settings) -> bool:

@@ -68,9 +68,9 @@ def test_connect_events_on_the_default_bus_reach_the_ingest_queue(
     assert statements["AllowAmazonConnectRule"]["Condition"]["ArnEquals"]["aws:SourceArn"] == [
         rule["Arn"]
     ]
-    assert rule["Arn"] not in statements["AllowRelayRules"]["Condition"]["ArnEquals"][
-        "aws:SourceArn"
-    ]
+    assert (
+        rule["Arn"] not in statements["AllowRelayRules"]["Condition"]["ArnEquals"]["aws:SourceArn"]
+    )
 
     put = events.put_events(
         Entries=[

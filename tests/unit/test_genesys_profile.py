@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from chalicelib.config import load_settings
+from chalicelib.formats import canonical_json, sha256_hex
 from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers import genesys
-from chalicelib.formats import canonical_json, sha256_hex
 from chalicelib.providers.validation import SORT_KEY_MAX_BYTES, validate_event, validate_record
 
 SETTINGS = load_settings({"AWS_REGION": "us-east-1"})
