@@ -255,7 +255,7 @@ def to_canonical(event: dict[str, Any], settings: Settings) -> CanonicalEvent | 
     occurred: datetime = body.get("event_time") or detail.get("timestamp") or envelope["time"]
     return CanonicalEvent(
         event_id=envelope["id"],
-        dedup_key=dedup_key(topic_name, raw_detail["eventBody"]),
+        dedup_key=dedup_key(topic_name, event["detail"]["eventBody"]),
         interaction_id=interaction_id,
         participant_id=body.get("participant_id") or body.get("user_id") or None,
         detail_type=envelope["detail_type"],
