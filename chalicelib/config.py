@@ -27,6 +27,10 @@ DEFAULT_STAGES = (
     "Closed",
 )
 GENESYS_SOURCE_PREFIX = "aws.partner/genesys.com/cloud/"
+CONNECT_SOURCE = "aws.connect"
+CONNECT_DETAIL_TYPE = "Amazon Connect Contact Event"
+# AWS service events are published on the account's default bus only.
+DEFAULT_EVENT_BUS = "default"
 DETAIL_TYPE_STAGE = "Interaction.Lifecycle.StageChanged"
 DETAIL_TYPE_ROUTING = "Routing.StateChanged"
 CXONE_DETAIL_TYPES = (DETAIL_TYPE_STAGE, DETAIL_TYPE_ROUTING)
@@ -34,6 +38,8 @@ CXONE_DETAIL_TYPES = (DETAIL_TYPE_STAGE, DETAIL_TYPE_ROUTING)
 # SNS topic names: letters, digits, hyphens, underscores; FIFO topics end in ".fifo".
 _CONSUMER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}(\.fifo)?$")
 _NAME_PART = re.compile(r"^[A-Za-z0-9-]{1,40}$")
+# A custom bus the user names for Amazon Connect (an ARN is not accepted: rules need a name).
+_EVENT_BUS_NAME = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
 
 
 class ConfigError(ValueError):
@@ -81,6 +87,8 @@ class Settings:
     backoff_max_seconds: int = 60
     genesys_enabled: bool = True
     time_index_shards: int = 4
+    connect_enabled: bool = True
+    connect_event_bus: str = DEFAULT_EVENT_BUS
 
     @property
     def prefix(self) -> str:
@@ -109,6 +117,14 @@ def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[s
     if raw is None:
         return default
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A 'true'/'false' variable, default true."""
+    value = env.get(name, "true").lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"{name} must be 'true' or 'false', got {value!r}")
+    return value == "true"
 
 
 def _name_part(env: Mapping[str, str], name: str, default: str) -> str:
@@ -171,9 +187,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     mode = env.get("RELAY_BATCH_FAILURE_MODE", "report")
     if mode not in ("report", "raise"):
         raise ConfigError(f"RELAY_BATCH_FAILURE_MODE must be 'report' or 'raise', got {mode!r}")
-    genesys = env.get("RELAY_GENESYS_ENABLED", "true").lower()
-    if genesys not in ("true", "false"):
-        raise ConfigError(f"RELAY_GENESYS_ENABLED must be 'true' or 'false', got {genesys!r}")
+    genesys = _flag(env, "RELAY_GENESYS_ENABLED")
+    connect = _flag(env, "RELAY_CONNECT_ENABLED")
+    connect_bus = env.get("RELAY_CONNECT_EVENT_BUS") or DEFAULT_EVENT_BUS
+    if not _EVENT_BUS_NAME.match(connect_bus):
+        raise ConfigError(
+            "RELAY_CONNECT_EVENT_BUS must be an event bus name (1-256 letters, digits, "
+            f"'.', '-', '_'), got {connect_bus!r}"
+        )
     return Settings(
         app_name=app_name,
         stage=stage,
@@ -192,8 +213,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         deadline_margin_ms=env_int(env, "RELAY_DEADLINE_MARGIN_MS", 1000, minimum=0),
         backoff_base_seconds=env_int(env, "RELAY_BACKOFF_BASE_SECONDS", 2, minimum=0),
         backoff_max_seconds=env_int(env, "RELAY_BACKOFF_MAX_SECONDS", 60, minimum=0),
-        genesys_enabled=genesys == "true",
+        genesys_enabled=genesys,
         time_index_shards=env_int(env, "RELAY_TIME_INDEX_SHARDS", 4, minimum=1),
+        connect_enabled=connect,
+        connect_event_bus=connect_bus,
     )
 
 

@@ -17,7 +17,7 @@ class CanonicalEvent:
     """A validated event, whatever its provider, in the shape every later stage works on."""
 
     event_id: str  # the EventBridge envelope `id`
-    dedup_key: str  # provider's own id where the profile has one, else `event_id`
+    dedup_key: str  # the profile's dedup key: provider id, content key or `event_id`
     interaction_id: str
     participant_id: str | None
     detail_type: str
@@ -27,6 +27,9 @@ class CanonicalEvent:
     occurred_at: str  # RFC 3339, UTC, milliseconds, `Z`
     source: str
     event: dict[str, Any] = field(compare=False, repr=False)  # the original, as received
+    # Tie-breaker before the event id among events of the same time, for a profile whose
+    # provider has a lifecycle order but no sequence (Amazon Connect); None: no such order.
+    order_rank: int | None = None
 
     @property
     def payload_sha256(self) -> str:

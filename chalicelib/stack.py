@@ -10,7 +10,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.config import CXONE_DETAIL_TYPES, GENESYS_SOURCE_PREFIX, Settings
+from chalicelib.config import (
+    CONNECT_DETAIL_TYPE,
+    CONNECT_SOURCE,
+    CXONE_DETAIL_TYPES,
+    GENESYS_SOURCE_PREFIX,
+    Settings,
+)
 from chalicelib.timing import (
     MAX_RECEIVE_COUNT,
     RETENTION_SECONDS,
@@ -85,6 +91,9 @@ class RuleSpec:
     target_dlq: str
     max_retry_attempts: int = 185  # EventBridge's maximum: keep retrying for 24 hours
     max_event_age_seconds: int = 86400
+    event_bus: str | None = None  # None: the stage's own bus
+    # The queue-policy statement admitting this rule; rules sharing a Sid share a statement.
+    policy_sid: str = "AllowRelayRules"
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,10 @@ def cxone_pattern(settings: Settings) -> dict[str, Any]:
 def genesys_pattern() -> dict[str, Any]:
     # Every topic is accepted (users pick topics in Genesys); the profile normalises them.
     return {"source": [{"prefix": GENESYS_SOURCE_PREFIX}]}
+
+
+def connect_pattern() -> dict[str, Any]:
+    return {"source": [CONNECT_SOURCE], "detail-type": [CONNECT_DETAIL_TYPE]}
 
 
 def stack_spec(settings: Settings) -> StackSpec:
@@ -128,6 +141,19 @@ def stack_spec(settings: Settings) -> StackSpec:
                 target_id="ingest-queue",
                 target_queue=names.ingest_queue,
                 target_dlq=names.ingest_dlq,
+            )
+        )
+    if settings.connect_enabled:
+        # AWS service events reach the default bus only (or one the user forwards them to).
+        rules.append(
+            RuleSpec(
+                name=f"{names.ingest_rule}-connect",
+                pattern=connect_pattern(),
+                target_id="ingest-queue",
+                target_queue=names.ingest_queue,
+                target_dlq=names.ingest_dlq,
+                event_bus=settings.connect_event_bus,
+                policy_sid="AllowAmazonConnectRule",
             )
         )
     return StackSpec(

@@ -43,6 +43,7 @@ class InflightClaim:
     received_at: str
     claimed_at_ms: int
     delivered: frozenset[str] = frozenset()
+    order_rank: int | None = None  # the event's tie-breaker rank (ordering.tie_breaker)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def plan_interaction(
                 late=hwm.is_late(event),
                 received_at=terms.received_at,
                 claimed_at_ms=terms.now_ms,
+                order_rank=event.order_rank,
             )
             hwm = hwm.advance(event)
             inflight[candidate.dedup_key] = claim

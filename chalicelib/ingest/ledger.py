@@ -70,6 +70,8 @@ def _encode_claim(claim: InflightClaim) -> dict[str, Any]:
     }
     if claim.sequence is not None:
         value["s"] = {"N": str(claim.sequence)}
+    if claim.order_rank is not None:
+        value["k"] = {"N": str(claim.order_rank)}
     return {"M": value}
 
 
@@ -104,6 +106,7 @@ def _decode_claim(key: str, value: dict[str, Any]) -> InflightClaim:
         received_at=value["r"]["S"],
         claimed_at_ms=int(value["c"]["N"]),
         delivered=frozenset(v["S"] for v in value["d"]["L"]),
+        order_rank=int(value["k"]["N"]) if "k" in value else None,
     )
 
 

@@ -1,7 +1,8 @@
 """Order keys, per-interaction sorting and the high-water mark: pure functions over plain data.
 
 Order key: `sequence` when present, else the event time (`occurred_at`, already derived from
-`detail.timestamp` or the envelope `time`); ties broken by event id. Within one interaction
+`detail.timestamp` or the envelope `time`); ties broken by the profile's lifecycle rank when it
+has one (`order_rank`, Amazon Connect), then by event id. Within one interaction
 only keys of the same kind are compared: when some events carry a sequence and others don't,
 they are ordered by time.
 """
@@ -35,8 +36,18 @@ def sequence_key(event: Ordered) -> tuple[int, str]:
     return (event.sequence, event.event_id)
 
 
+def tie_breaker(event: Ordered) -> str:
+    """The event id, led by the lifecycle rank when the event has one ("03#<id>").
+
+    One string, so the high-water mark keeps its stored shape; events without a rank (and
+    stored claims written before ranks existed) keep the plain event id as before.
+    """
+    rank = getattr(event, "order_rank", None)
+    return event.event_id if rank is None else f"{rank:02d}#{event.event_id}"
+
+
 def time_key(event: Ordered) -> tuple[str, str]:
-    return (event.occurred_at, event.event_id)
+    return (event.occurred_at, tie_breaker(event))
 
 
 def precedes(first: Ordered, second: Ordered) -> bool:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields
+from marshmallow.types import ErrorMessages, StrSequenceOrSet
 
 from chalicelib.formats import canonical_json, parse_rfc3339, shown
 
@@ -60,7 +61,7 @@ def datetime_from_epoch_millis(millis: int) -> datetime:
 class ReadableMessages:
     """Mixin: the generic messages of every field, phrased to follow a field path."""
 
-    default_error_messages = {
+    default_error_messages: ErrorMessages = {
         "required": "is required but missing",
         "null": "must not be null",
     }
@@ -147,10 +148,17 @@ class Anything(ReadableMessages, fields.Raw):
 class StrictObject(ReadableMessages, fields.Nested):
     """A nested object validated by its own schema; errors nest under its path."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+    def _deserialize(
+        self,
+        value: Any,
+        attr: str | None,
+        data: Any,
+        partial: bool | StrSequenceOrSet | None = None,
+        **kwargs: Any,
+    ) -> Any:
         if not isinstance(value, dict):
             raise ValidationError(f"expected a JSON object, got {described(value)}")
-        return super()._deserialize(value, attr, data, **kwargs)
+        return super()._deserialize(value, attr, data, partial, **kwargs)
 
 
 class ProfileSchema(Schema):

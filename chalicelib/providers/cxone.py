@@ -139,6 +139,11 @@ def describe_sources(settings: Settings) -> str | None:
     return shown(settings.event_source)
 
 
+def key_fields(event: dict[str, Any]) -> tuple[str, str]:
+    has_event_id = bool(event["detail"].get("eventId"))
+    return ("detail.interaction.id", "detail.eventId" if has_event_id else "id")
+
+
 def to_canonical(event: dict[str, Any], settings: Settings) -> CanonicalEvent | InvalidEvent:
     """Validate a CXone EventBridge event and map it; every error found is reported at once."""
     errors: dict[str, list[str]] = {}

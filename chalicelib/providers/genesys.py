@@ -14,7 +14,12 @@ pattern, and fits every Genesys topic (ids are UUIDs, entity types are single wo
   the pattern segment just before the last `{id}` (`users` for `v2.users.{id}`).
 - When the topic does not fit its pattern (a detail-type/topicName mismatch) the event is still
   accepted if `eventBody.conversationId` is present: state is then what follows that id in the
-  topic, else the topic's last segment. With no conversationId either, it is invalid.
+  topic, else the topic's last segment. With no conversationId either, it is invalid. A state
+  that comes out empty is invalid too: SNS refuses an empty attribute value.
+- dedup key: `topicName` + "|" + SHA-256 of the canonical JSON of `eventBody`. Not
+  `metadata.CorrelationId`: Genesys gives every notification of a transcription session the same
+  one. A re-send repeats its `eventBody` exactly, under any EventBridge id; distinct
+  notifications differ in theirs (eventTime, utterance, …).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 from marshmallow import EXCLUDE, ValidationError, fields
 
 from chalicelib.config import GENESYS_SOURCE_PREFIX, Settings
-from chalicelib.formats import parse_rfc3339, rfc3339, shown
+from chalicelib.formats import canonical_json, parse_rfc3339, rfc3339, sha256_hex, shown
 from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers.common import (
     Anything,
@@ -44,8 +49,8 @@ from chalicelib.providers.common import (
 ID_PLACEHOLDER = "{id}"
 # Genesys ids are UUIDs (36 chars); leave room for other id shapes.
 GENESYS_ID_MAX_CHARS = 128
-# Bounds keep the dedup key (CorrelationId|topicName) a sane size for a ledger key.
-CORRELATION_ID_MAX_CHARS = 128
+# The topic leads the dedup key; DynamoDB's key byte limits are checked on the key itself
+# (validation.key_limit_errors), this bound only refuses absurd topics early.
 TOPIC_MAX_CHARS = 512
 DETAIL_TYPE_MAX_CHARS = 256
 
@@ -88,15 +93,6 @@ class GenesysEnvelopeSchema(ProfileSchema):
     detail = JsonObject(required=True)
 
 
-class GenesysMetadataSchema(ProfileSchema):
-    class Meta:
-        unknown = EXCLUDE
-
-    correlation_id = Text(
-        required=True, data_key="CorrelationId", min_length=1, max_length=CORRELATION_ID_MAX_CHARS
-    )
-
-
 class GenesysEventBodySchema(ProfileSchema):
     """Only the fields the mapping reads; the body's other keys are the topic's own business."""
 
@@ -121,7 +117,8 @@ class GenesysDetailSchema(ProfileSchema):
     topic_name = Text(required=True, data_key="topicName", min_length=1, max_length=TOPIC_MAX_CHARS)
     version = Anything()
     event_body = StrictObject(GenesysEventBodySchema, required=True, data_key="eventBody")
-    metadata = StrictObject(GenesysMetadataSchema, required=True)
+    # `metadata.CorrelationId` is passed on but not required: no field of the mapping uses it.
+    metadata = JsonObject(allow_none=True)
     timestamp = Timestamp(allow_none=True)
 
 
@@ -181,6 +178,17 @@ def locate_interaction(
     return None
 
 
+def dedup_key(topic_name: str, event_body: dict[str, Any]) -> str:
+    """The content key: the topic and the SHA-256 of the body's canonical JSON."""
+    return f"{topic_name}|{sha256_hex(canonical_json(event_body))}"
+
+
+def key_fields(event: dict[str, Any]) -> tuple[str, str]:
+    from_body = bool(event["detail"]["eventBody"].get("conversationId"))
+    interaction_field = "detail.eventBody.conversationId" if from_body else "detail.topicName"
+    return (interaction_field, "detail.topicName")
+
+
 def matches_source(source: str, settings: Settings) -> bool:
     return settings.genesys_enabled and source.startswith(GENESYS_SOURCE_PREFIX)
 
@@ -224,6 +232,16 @@ def to_canonical(event: dict[str, Any], settings: Settings) -> CanonicalEvent | 
             },
         )
     interaction_id, state = located
+    if not state:
+        return InvalidEvent(
+            reason="invalid",
+            errors={
+                "detail-type": [
+                    f"no state: detail-type {shown(envelope['detail_type'])} and topicName "
+                    f"{shown(topic_name)} leave it empty, and SNS refuses an empty attribute"
+                ]
+            },
+        )
     if len(interaction_id) > GENESYS_ID_MAX_CHARS:
         return InvalidEvent(
             reason="invalid",
@@ -237,7 +255,7 @@ def to_canonical(event: dict[str, Any], settings: Settings) -> CanonicalEvent | 
     occurred: datetime = body.get("event_time") or detail.get("timestamp") or envelope["time"]
     return CanonicalEvent(
         event_id=envelope["id"],
-        dedup_key=f"{detail['metadata']['correlation_id']}|{topic_name}",
+        dedup_key=dedup_key(topic_name, event["detail"]["eventBody"]),
         interaction_id=interaction_id,
         participant_id=body.get("participant_id") or body.get("user_id") or None,
         detail_type=envelope["detail_type"],

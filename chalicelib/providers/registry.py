@@ -1,7 +1,8 @@
 """Provider profiles: which schema validates an event, and how it maps to a CanonicalEvent.
 
 A profile is picked by the envelope's `source`. Adding a provider means one new module in this
-package with `matches_source`, `describe_sources` and `to_canonical`, and one line in PROFILES.
+package with `matches_source`, `describe_sources`, `to_canonical` and `key_fields`, and one
+line in PROFILES.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from chalicelib.config import Settings
 from chalicelib.model import CanonicalEvent, InvalidEvent
-from chalicelib.providers import cxone, genesys
+from chalicelib.providers import connect, cxone, genesys
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,30 @@ class Profile:
     describe_sources: Callable[[Settings], str | None]
     # Validate an envelope already known to be a JSON object and map it.
     to_canonical: Callable[[dict[str, Any], Settings], CanonicalEvent | InvalidEvent]
+    # The fields of a valid event its (interaction id, dedup key) come from, to name them
+    # when a key is too long for DynamoDB (validation.key_limit_errors).
+    key_fields: Callable[[dict[str, Any]], tuple[str, str]]
 
 
 # Checked in order: the first profile whose `matches_source` is true wins.
 PROFILES: tuple[Profile, ...] = (
-    Profile("cxone", cxone.matches_source, cxone.describe_sources, cxone.to_canonical),
-    Profile("genesys", genesys.matches_source, genesys.describe_sources, genesys.to_canonical),
+    Profile(
+        "cxone", cxone.matches_source, cxone.describe_sources, cxone.to_canonical, cxone.key_fields
+    ),
+    Profile(
+        "genesys",
+        genesys.matches_source,
+        genesys.describe_sources,
+        genesys.to_canonical,
+        genesys.key_fields,
+    ),
+    Profile(
+        "connect",
+        connect.matches_source,
+        connect.describe_sources,
+        connect.to_canonical,
+        connect.key_fields,
+    ),
 )
 
 

@@ -4,14 +4,13 @@ Two outcomes only: a CanonicalEvent, or an InvalidEvent whose reason is
 - "unparseable": not text a JSON parser should accept (invalid UTF-8, lone surrogates, not JSON,
   NaN/Infinity, numbers out of range, nesting deeper than MAX_NESTING_DEPTH), or
 - "invalid": JSON, but not an event this relay accepts (not an object, unknown source, fails its
-  profile's schema).
+  profile's schema, or keys longer than DynamoDB takes: `key_limit_errors`).
 Errors are keyed by field path ("detail.stage", "time", "_body" for the body as a whole).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 from typing import Any
@@ -21,13 +20,16 @@ from chalicelib.formats import shown
 from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers import registry as profiles
 from chalicelib.providers.common import described, json_type_name
+from chalicelib.store.layout import event_key
+from chalicelib.telemetry import logger
 
 # Real events nest 3-6 levels; 64 leaves room and keeps every later recursive step
 # (json.dumps, marshmallow, DynamoDB's 32-level map limit aside) far from Python's stack limit.
 MAX_NESTING_DEPTH = 64
 BODY_FIELD = "_body"
-
-logger = logging.getLogger(__name__)
+# DynamoDB's key limits, in UTF-8 bytes of the key as written (the store's prefixes included).
+PARTITION_KEY_MAX_BYTES = 2048
+SORT_KEY_MAX_BYTES = 1024
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -140,7 +142,36 @@ def _validate_json_value(event: object, settings: Settings) -> CanonicalEvent | 
             reason="invalid",
             errors={"source": [f"{shown(source)} is not an accepted source; accepted: {accepted}"]},
         )
-    return profile.to_canonical(event, settings)
+    mapped = profile.to_canonical(event, settings)
+    if isinstance(mapped, InvalidEvent):
+        return mapped
+    interaction_field, dedup_field = profile.key_fields(event)
+    errors = key_limit_errors(mapped, interaction_field, dedup_field)
+    return InvalidEvent(reason="invalid", errors=errors) if errors else mapped
+
+
+def key_limit_errors(
+    event: CanonicalEvent, interaction_field: str, dedup_field: str
+) -> dict[str, list[str]]:
+    """Keys DynamoDB would refuse, under the fields they come from; empty when they fit.
+
+    Measured on the events table's key (layout.event_key), the longest one the relay writes:
+    the ledger's partition key is the same interaction id, unprefixed. A refused key would fail
+    every retry, so it is invalid here instead (quarantined, never looping).
+    """
+    key = event_key(event.interaction_id, event.dedup_key)
+    errors: dict[str, list[str]] = {}
+    for field_path, kind, value, limit in (
+        (interaction_field, "partition key", key["pk"]["S"], PARTITION_KEY_MAX_BYTES),
+        (dedup_field, "sort key", key["sk"]["S"], SORT_KEY_MAX_BYTES),
+    ):
+        size = len(value.encode("utf-8"))
+        if size > limit:
+            errors.setdefault(field_path, []).append(
+                f"makes a DynamoDB {kind} of {size:,} bytes (UTF-8, as stored); "
+                f"the limit is {limit:,} bytes"
+            )
+    return errors
 
 
 def _validator_failure(error: BaseException) -> InvalidEvent:

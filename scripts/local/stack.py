@@ -376,6 +376,8 @@ class LocalStack:
             "region": REGION,
             "stage": LOCAL_STAGE,
             "event_bus_name": settings.names.event_bus,
+            # Amazon Connect contact events go on the default bus, as AWS publishes them.
+            "default_event_bus_name": settings.connect_event_bus,
             "event_source": settings.event_source,
             "ingest_queue_url": queue_url(settings.names.ingest_queue),
             "ingest_dlq_url": queue_url(settings.names.ingest_dlq),

@@ -221,7 +221,7 @@ def target(rule: RuleSpec, ids: Ids) -> dict[str, Any]:
     }
 
 
-def rule_resource(rule: RuleSpec, bus: dict[str, Any], ids: Ids) -> dict[str, Any]:
+def rule_resource(rule: RuleSpec, bus: str | dict[str, Any], ids: Ids) -> dict[str, Any]:
     return {
         "Type": "AWS::Events::Rule",
         "Properties": {
@@ -241,19 +241,15 @@ def queue_policies(spec: StackSpec, ids: Ids, partner: RuleSpec) -> dict[str, An
     The DLQ needs the grant too: EventBridge itself sends what it cannot deliver there.
     """
     resources: dict[str, Any] = {}
-    by_queue: dict[tuple[str, str], list[Any]] = {}
+    # (queue, dlq) -> statement Sid -> the rules it admits (RuleSpec.policy_sid)
+    by_queue: dict[tuple[str, str], dict[str, list[Any]]] = {}
     for rule in spec.rules:
-        by_queue.setdefault((rule.target_queue, rule.target_dlq), []).append(
-            get_att(ids.rules[rule.name], "Arn")
-        )
+        by_sid = by_queue.setdefault((rule.target_queue, rule.target_dlq), {})
+        by_sid.setdefault(rule.policy_sid, []).append(get_att(ids.rules[rule.name], "Arn"))
     partner_key = (partner.target_queue, partner.target_dlq)
-    by_queue.setdefault(partner_key, [])
-    for (queue, dlq), rule_arns in by_queue.items():
-        source_arns = list(rule_arns)
-        if (queue, dlq) == partner_key:
-            source_arns.append(
-                {"Fn::If": [PARTNER_CONDITION, get_att(PARTNER_RULE_ID, "Arn"), NO_VALUE]}
-            )
+    partner_arns = by_queue.setdefault(partner_key, {}).setdefault(partner.policy_sid, [])
+    partner_arns.append({"Fn::If": [PARTNER_CONDITION, get_att(PARTNER_RULE_ID, "Arn"), NO_VALUE]})
+    for (queue, dlq), arns_by_sid in by_queue.items():
         queue_ids = [ids.queues[queue], ids.queues[dlq]]
         resources[f"{ids.queues[queue]}Policy"] = {
             "Type": "AWS::SQS::QueuePolicy",
@@ -263,13 +259,14 @@ def queue_policies(spec: StackSpec, ids: Ids, partner: RuleSpec) -> dict[str, An
                     "Version": "2012-10-17",
                     "Statement": [
                         {
-                            "Sid": "AllowRelayRules",
+                            "Sid": sid,
                             "Effect": "Allow",
                             "Principal": {"Service": "events.amazonaws.com"},
                             "Action": "sqs:SendMessage",
                             "Resource": [get_att(i, "Arn") for i in queue_ids],
                             "Condition": {"ArnEquals": {"aws:SourceArn": source_arns}},
                         }
+                        for sid, source_arns in arns_by_sid.items()
                     ],
                 },
             },
@@ -634,7 +631,8 @@ def merge_template(
         "Properties": {"Name": spec.event_bus},
     }
     for rule in spec.rules:
-        resources[ids.rules[rule.name]] = rule_resource(rule, ref(EVENT_BUS_ID), ids)
+        bus = rule.event_bus if rule.event_bus is not None else ref(EVENT_BUS_ID)
+        resources[ids.rules[rule.name]] = rule_resource(rule, bus, ids)
     resources.update(partner_resources(partner, ids))
     resources.update(queue_policies(spec, ids, partner))
     resources.update(function_patches(settings, ids, sqs_handlers))

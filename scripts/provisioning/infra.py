@@ -232,19 +232,21 @@ def _ensure_target(
     return Action("target", name, status)
 
 
-def queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
-    """Only EventBridge, and only on behalf of these rules, may send to the queue."""
+def queue_policy(queue_arn: str, rule_arns_by_sid: dict[str, list[str]]) -> dict[str, Any]:
+    """Only EventBridge, and only on behalf of these rules, may send to the queue; one
+    statement per Sid (RuleSpec.policy_sid)."""
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "AllowRelayRules",
+                "Sid": sid,
                 "Effect": "Allow",
                 "Principal": {"Service": "events.amazonaws.com"},
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
                 "Condition": {"ArnEquals": {"aws:SourceArn": sorted(rule_arns)}},
             }
+            for sid, rule_arns in sorted(rule_arns_by_sid.items())
         ],
     }
 
@@ -255,14 +257,16 @@ def _ensure_queue_policy(
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])
     current_raw = attributes["Attributes"].get("Policy")
     current = json.loads(current_raw) if current_raw else None
-    admitted: list[str] = []
+    admitted: dict[str, list[str]] = {}
     if current:
         for statement in current.get("Statement", []):
             arns = statement.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn", [])
-            admitted += [arns] if isinstance(arns, str) else list(arns)
-    if rule_arn in admitted:
+            sid = statement.get("Sid", rule.policy_sid)
+            admitted.setdefault(sid, []).extend([arns] if isinstance(arns, str) else arns)
+    if rule_arn in admitted.get(rule.policy_sid, []):
         return Action("queue-policy", queue_name, "present", f"admits {rule.name}")
-    desired = queue_policy(attributes["Attributes"]["QueueArn"], [*admitted, rule_arn])
+    admitted.setdefault(rule.policy_sid, []).append(rule_arn)
+    desired = queue_policy(attributes["Attributes"]["QueueArn"], admitted)
     if not dry_run:
         sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(desired)})
     status = _would("created" if current is None else "updated", dry_run)
@@ -280,6 +284,7 @@ def provision_infrastructure(clients: Clients, spec: StackSpec, dry_run: bool) -
         actions += ensure_table(clients.dynamodb, table, dry_run)
     actions.append(ensure_bus(clients.events, spec.event_bus, dry_run))
     for rule in spec.rules:
-        rule_actions, _ = ensure_rule(clients, spec.event_bus, rule, dry_run)
+        bus = rule.event_bus or spec.event_bus
+        rule_actions, _ = ensure_rule(clients, bus, rule, dry_run)
         actions += rule_actions
     return actions

@@ -235,11 +235,23 @@ def test_rules_deliver_to_the_ingest_queue_with_retries_a_dlq_and_a_scoped_polic
         assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0, name
         assert "Arn" in target["DeadLetterConfig"], name
     [policy] = packaged.of_type("AWS::SQS::QueuePolicy").values()
-    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
-    admitted = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+    statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    admitted = []
+    for statement in statements.values():
+        assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+        admitted += statement["Condition"]["ArnEquals"]["aws:SourceArn"]
     for rule_id in rules:
         assert {"Fn::GetAtt": [rule_id, "Arn"]} in admitted
+    # Amazon Connect's rule lives on the default bus, admitted by a statement of its own.
+    [connect] = [r for r in rules.values() if r["Properties"]["EventBusName"] == "default"]
+    assert connect["Properties"]["EventPattern"] == {
+        "source": ["aws.connect"],
+        "detail-type": ["Amazon Connect Contact Event"],
+    }
+    connect_id = next(i for i, r in rules.items() if r is connect)
+    assert statements["AllowAmazonConnectRule"]["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        {"Fn::GetAtt": [connect_id, "Arn"]}
+    ]
 
 
 def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:

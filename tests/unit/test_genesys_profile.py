@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from chalicelib.config import load_settings
+from chalicelib.formats import canonical_json, sha256_hex
 from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers import genesys
-from chalicelib.providers.validation import validate_event, validate_record
+from chalicelib.providers.validation import SORT_KEY_MAX_BYTES, validate_event, validate_record
 
 SETTINGS = load_settings({"AWS_REGION": "us-east-1"})
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "genesys"
@@ -168,9 +169,8 @@ def test_every_fixture_validates_and_maps_to_the_contract_fields(path: Path) -> 
     assert result.event_id == event["id"]
     assert result.source == event["source"]
     assert result.detail_type == event["detail-type"]
-    assert result.dedup_key == (
-        f"{event['detail']['metadata']['CorrelationId']}|{event['detail']['topicName']}"
-    )
+    body_digest = sha256_hex(canonical_json(event["detail"]["eventBody"]))
+    assert result.dedup_key == f"{event['detail']['topicName']}|{body_digest}"
     assert result.interaction_id == interaction_id
     assert result.participant_id == participant_id
     assert result.state == state
@@ -187,9 +187,11 @@ def test_acd_start_exact_values() -> None:
     assert result.stage == "Queued"
     assert result.interaction_id == "c0c0c0c0-0000-4000-8000-000000000001"
     assert result.occurred_at == "2025-12-12T15:03:45.452Z"
+    # sha256 of the eventBody's canonical JSON, computed once by hand (sorted keys, no spaces).
+    body = fixture("conversation.acd.start.json")["detail"]["eventBody"]
     assert result.dedup_key == (
-        "c0770c07-0000-4000-8000-000000000006|"
-        "v2.detail.events.conversation.c0c0c0c0-0000-4000-8000-000000000001.acd.start"
+        "v2.detail.events.conversation.c0c0c0c0-0000-4000-8000-000000000001.acd.start|"
+        + sha256_hex(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
     )
 
 
@@ -201,7 +203,7 @@ def test_user_presence_is_keyed_by_the_user_id_in_the_topic() -> None:
     assert result.state == "presence"
 
 
-def test_the_two_chat_customer_end_samples_share_a_dedup_key_but_not_a_payload() -> None:
+def test_the_two_chat_customer_end_samples_are_two_events() -> None:
     first = validate_record(fixture_text("conversation.customer.end.chat.json"), SETTINGS)
     second = validate_record(
         fixture_text("conversation.customer.end.chat-no-external-contact.json"), SETTINGS
@@ -209,10 +211,64 @@ def test_the_two_chat_customer_end_samples_share_a_dedup_key_but_not_a_payload()
 
     assert isinstance(first, CanonicalEvent)
     assert isinstance(second, CanonicalEvent)
-    assert first.event_id != second.event_id
+    # Same CorrelationId and topic, different eventBody: two notifications, both delivered.
+    assert first.event["detail"]["metadata"] == second.event["detail"]["metadata"]
+    assert first.dedup_key != second.dedup_key
+
+
+def test_transcription_notifications_sharing_a_correlation_id_have_distinct_keys() -> None:
+    """The live capture's shape: one CorrelationId for a whole transcription session."""
+    original = fixture("conversations.transcription.json")
+    keys = set()
+    for offset in range(40):
+        notification = copy.deepcopy(original)
+        notification["id"] = f"eb0eb0eb-0000-4000-8000-{offset:012x}"
+        notification["detail"]["eventBody"]["eventTime"] = 1773957888128 + offset * 700
+        result = validate_event(notification, SETTINGS)
+        assert isinstance(result, CanonicalEvent), result
+        keys.add(result.dedup_key)
+
+    assert len(keys) == 40
+
+
+def test_a_resent_body_with_its_keys_in_another_order_keeps_its_dedup_key() -> None:
+    original = fixture("conversation.acd.end.json")
+    resent = copy.deepcopy(original)
+    resent["detail"]["eventBody"] = dict(reversed(list(original["detail"]["eventBody"].items())))
+    resent["id"] = "eb0eb0eb-0000-4000-8000-0000000000fe"
+
+    first, second = validate_event(original, SETTINGS), validate_event(resent, SETTINGS)
+
+    assert isinstance(first, CanonicalEvent) and isinstance(second, CanonicalEvent)
     assert first.dedup_key == second.dedup_key
-    # Same key, different payload: the pipeline counts the second as a conflict.
-    assert first.payload_sha256 != second.payload_sha256
+
+
+def test_an_event_whose_state_comes_out_empty_is_invalid() -> None:
+    event = fixture("users.presence.json")
+    user_id = event["detail"]["topicName"].split(".")[2]
+    event["detail-type"] = ".{id}"
+    event["detail"]["topicName"] = f".{user_id}"
+
+    result = invalid(validate_event(event, SETTINGS))
+
+    assert list(result.errors) == ["detail-type"]
+    assert "no state" in result.errors["detail-type"][0]
+
+
+def test_a_dedup_key_over_dynamodbs_sort_key_limit_is_invalid_and_names_the_topic() -> None:
+    event = fixture("users.presence.json")
+    user_id = event["detail"]["topicName"].split(".")[2]
+    # A topic of 470 characters, over 1,350 UTF-8 bytes: within TOPIC_MAX_CHARS, over 1,024
+    # bytes as a key. It does not fit its pattern, so the conversationId locates it.
+    event["detail"]["topicName"] = f"v2.users.{user_id}.presence." + "€" * 450
+    event["detail"]["eventBody"]["conversationId"] = user_id
+
+    result = invalid(validate_event(event, SETTINGS))
+
+    assert result.reason == "invalid"
+    assert list(result.errors) == ["detail.topicName"]
+    message = result.errors["detail.topicName"][0]
+    assert "sort key" in message and f"{SORT_KEY_MAX_BYTES:,} bytes" in message
 
 
 def test_a_notification_resent_under_a_new_eventbridge_id_keeps_its_dedup_key() -> None:
@@ -259,13 +315,6 @@ def invalid(result: CanonicalEvent | InvalidEvent) -> InvalidEvent:
 @pytest.mark.parametrize(
     ("event", "field", "message_part"),
     [
-        pytest.param(acd_start(metadata={}), "detail.metadata.CorrelationId", "required",
-                     id="no-correlation-id"),
-        pytest.param(acd_start(metadata=...), "detail.metadata", "required", id="no-metadata"),
-        pytest.param(acd_start(metadata={"CorrelationId": 17}), "detail.metadata.CorrelationId",
-                     "expected a string, got an integer 17", id="correlation-id-number"),
-        pytest.param(acd_start(metadata={"CorrelationId": ""}), "detail.metadata.CorrelationId",
-                     "got 0", id="correlation-id-empty"),
         pytest.param(acd_start(metadata="c0770c07"), "detail.metadata",
                      "expected a JSON object, got a string", id="metadata-string"),
         pytest.param(acd_start(eventBody="{}"), "detail.eventBody",
@@ -310,13 +359,19 @@ def test_malformed_genesys_events_are_invalid_with_reasons(
 
 
 def test_envelope_errors_and_detail_errors_are_reported_together() -> None:
-    event = acd_start(metadata={})
+    event = acd_start(metadata="c0770c07")
     event["time"] = "2025-12-12T15:03:45"
     del event["detail-type"]
 
     result = invalid(validate_event(event, SETTINGS))
 
-    assert set(result.errors) == {"time", "detail-type", "detail.metadata.CorrelationId"}
+    assert set(result.errors) == {"time", "detail-type", "detail.metadata"}
+
+
+def test_metadata_is_optional_because_no_mapped_field_uses_it() -> None:
+    result = validate_event(acd_start(metadata=...), SETTINGS)
+
+    assert isinstance(result, CanonicalEvent), result
 
 
 def test_an_event_without_any_interaction_id_is_invalid() -> None:

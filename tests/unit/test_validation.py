@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from typing import Any
@@ -14,7 +15,14 @@ from hypothesis import strategies as st
 
 from chalicelib.config import load_settings
 from chalicelib.model import CanonicalEvent, InvalidEvent
-from chalicelib.providers.validation import MAX_NESTING_DEPTH, validate_event, validate_record
+from chalicelib.providers.validation import (
+    MAX_NESTING_DEPTH,
+    PARTITION_KEY_MAX_BYTES,
+    SORT_KEY_MAX_BYTES,
+    key_limit_errors,
+    validate_event,
+    validate_record,
+)
 
 SETTINGS = load_settings({"AWS_REGION": "us-east-1"})
 RFC3339_MILLIS_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
@@ -482,3 +490,38 @@ def test_validate_record_never_raises_on_mutated_events(event: dict[str, Any]) -
 
     assert_well_formed(result)
     assert validate_event(event, SETTINGS) == result
+
+
+# --- DynamoDB key limits (every profile) -------------------------------------------------------
+
+
+def canonical(**changes: Any) -> CanonicalEvent:
+    event = validate_event(stage_event(), SETTINGS)
+    assert isinstance(event, CanonicalEvent)
+    return dataclasses.replace(event, **changes)
+
+
+def test_keys_exactly_at_dynamodbs_limits_fit() -> None:
+    # The sort key is "E#" + dedup key: 1,022 bytes of key make 1,024 bytes stored.
+    event = canonical(interaction_id="é" * (PARTITION_KEY_MAX_BYTES // 2), dedup_key="k" * 1022)
+
+    assert key_limit_errors(event, "detail.interaction.id", "detail.eventId") == {}
+
+
+def test_keys_one_byte_over_dynamodbs_limits_are_named_with_the_limit() -> None:
+    # 1,024 two-byte characters plus one byte; "E#" + 1,023 bytes.
+    long_id = "é" * (PARTITION_KEY_MAX_BYTES // 2) + "x"
+    event = canonical(interaction_id=long_id, dedup_key="k" * 1023)
+
+    errors = key_limit_errors(event, "detail.interaction.id", "detail.eventId")
+
+    assert errors == {
+        "detail.interaction.id": [
+            "makes a DynamoDB partition key of 2,049 bytes (UTF-8, as stored); "
+            "the limit is 2,048 bytes"
+        ],
+        "detail.eventId": [
+            "makes a DynamoDB sort key of 1,025 bytes (UTF-8, as stored); the limit is 1,024 bytes"
+        ],
+    }
+    assert SORT_KEY_MAX_BYTES == 1024
