@@ -9,6 +9,7 @@ HTTP API.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -30,10 +31,10 @@ from tests.support.local_stack import PROJECT, drain, running_stack
 
 pytestmark = pytest.mark.slow
 SAMPLES = PROJECT / "tests" / "fixtures" / "genesys"
-# The two chat customer.end samples share CorrelationId and topicName: the one sent second is
-# a dedup conflict and must reach no consumer.
-CONFLICT_FIRST = "conversation.customer.end.chat.json"
-CONFLICT_SECOND = "conversation.customer.end.chat-no-external-contact.json"
+# The two chat customer.end samples share CorrelationId and topicName but not their bodies:
+# two distinct notifications, both delivered (Genesys reuses CorrelationId across a session).
+CHAT_END = "conversation.customer.end.chat.json"
+CHAT_END_OTHER = "conversation.customer.end.chat-no-external-contact.json"
 RFC3339_MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
@@ -74,7 +75,13 @@ EXPECTED: dict[str, tuple[str, str, str | None, str]] = {
         "WrapUp",
         "2025-12-12T15:15:21.657Z",
     ),
-    CONFLICT_FIRST: (
+    CHAT_END: (
+        uuid_of(CONVERSATION, 6),
+        "customer.end",
+        "Closed",
+        "2022-04-06T09:31:44.949Z",
+    ),
+    CHAT_END_OTHER: (
         uuid_of(CONVERSATION, 6),
         "customer.end",
         "Closed",
@@ -153,8 +160,10 @@ def put_on_bus(stack: dict[str, Any], events: list[dict[str, Any]]) -> None:
 
 
 def dedup_key(event: dict[str, Any]) -> str:
+    """The Genesys profile's key by hand: topicName and the SHA-256 of the body's canonical JSON."""
     detail = event["detail"]
-    return f"{detail['metadata']['CorrelationId']}|{detail['topicName']}"
+    body = json.dumps(detail["eventBody"], sort_keys=True, separators=(",", ":"))
+    return f"{detail['topicName']}|{hashlib.sha256(body.encode()).hexdigest()}"
 
 
 def wait_until_ingest_is_idle(stack: dict[str, Any], seconds: float) -> None:
@@ -177,9 +186,9 @@ def test_genesys_samples_reach_every_consumer_and_malformed_ones_are_quarantined
 ) -> None:
     stack = local_stack
     samples = {path.name: json.loads(path.read_text()) for path in sorted(SAMPLES.glob("*.json"))}
-    assert set(samples) == {*EXPECTED, CONFLICT_SECOND}, "a sample without an expectation"
+    assert set(samples) == set(EXPECTED), "a sample without an expectation"
     genesys_source = samples["conversation.acd.start.json"]["source"]
-    no_correlation = {
+    no_body = {
         **samples["conversation.acd.start.json"],
         "detail": {
             "topicName": "v2.detail.events.conversation.c0c0c0c0-dead.acd.start",
@@ -199,9 +208,10 @@ def test_genesys_samples_reach_every_consumer_and_malformed_ones_are_quarantined
     }
     first_wave = [samples[name] for name in EXPECTED]
 
-    put_on_bus(stack, [*first_wave, no_correlation, no_interaction])
+    put_on_bus(stack, [*first_wave, no_body, no_interaction])
 
     by_key = {dedup_key(samples[name]): name for name in EXPECTED}
+    assert len(by_key) == len(EXPECTED), "two samples share a key"
     sqs = aws(stack, "sqs")
     for consumer, where in stack["consumers"].items():
         bodies = drain(sqs, where["queue_url"], len(first_wave), 60)
@@ -226,23 +236,21 @@ def test_genesys_samples_reach_every_consumer_and_malformed_ones_are_quarantined
 
     quarantined = drain(sqs, stack["quarantine"]["queue_url"], 2, 30)
     reasons = {json.loads(q["raw"])["detail"]["topicName"]: q for q in quarantined}
-    missing_fields = reasons[no_correlation["detail"]["topicName"]]
-    assert missing_fields["reason"] == "invalid"
-    assert "detail.metadata.CorrelationId" in missing_fields["errors"]
-    assert "detail.eventBody" in missing_fields["errors"]
+    bad_body = reasons[no_body["detail"]["topicName"]]
+    assert bad_body["reason"] == "invalid"
+    # CorrelationId is not part of the key: its absence is no error.
+    assert set(bad_body["errors"]) == {"detail.eventBody"}
     unlocated = reasons[no_interaction["detail"]["topicName"]]
     assert unlocated["reason"] == "invalid"
     assert "no interaction id" in unlocated["errors"]["detail.topicName"][0]
 
-    # The second chat customer.end: same CorrelationId and topic, another payload.
-    second = samples[CONFLICT_SECOND]
-    assert dedup_key(second) == dedup_key(samples[CONFLICT_FIRST])
-    assert second["detail"] != samples[CONFLICT_FIRST]["detail"]
-    put_on_bus(stack, [second])
+    # Genesys re-sends a notification: the same body under a new EventBridge id and time.
+    resent = {**samples[CHAT_END], "id": uuid_of("5e5e5e5e", 1), "time": "2026-11-29T09:05:00Z"}
+    put_on_bus(stack, [resent])
     wait_until_ingest_is_idle(stack, 30)
     # Acknowledged, so already published if it was going to be (fan-out precedes the ack).
     for consumer, where in stack["consumers"].items():
-        assert drain(sqs, where["queue_url"], 1, 1) == [], f"{consumer} got the conflict"
+        assert drain(sqs, where["queue_url"], 1, 1) == [], f"{consumer} got the re-send"
     assert drain(sqs, stack["quarantine"]["queue_url"], 1, 1) == []
     dead = sqs.get_queue_attributes(
         QueueUrl=stack["ingest_dlq_url"], AttributeNames=["ApproximateNumberOfMessages"]
