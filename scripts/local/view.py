@@ -109,7 +109,7 @@ def progress_line(status: Mapping[str, Any], consumers: list[str]) -> str:
         f"duplicates {tally.get('Duplicates', 0)}",
         f"late {tally.get('Late', 0)}",
         f"quarantined {tally.get('Quarantined', 0)}",
-        "retried: ordering {0} lease {1} dependency {2}".format(
+        "retried: ordering {} lease {} dependency {}".format(
             retries["ordering wait"], retries["lease busy"], retries["dependency failure"]
         ),
     ]
