@@ -440,7 +440,7 @@ class LocalStack:
                 interval = rate_seconds(source.schedule_expression)
                 self.scheduler.add(source.name, handler, interval, timeout)
         self.scheduler.start()
-        self.api = LocalApiServer(app, config, self.args.api_port, self.status)
+        self.api = LocalApiServer(app, config, self.args.api_port, self.live_status)
         self.api.start()
 
     def _describe(self, runtime: Any, clients: Any) -> dict[str, Any]:
@@ -524,6 +524,17 @@ class LocalStack:
             "last_interaction_id": deliveries.last_interaction_id if deliveries else None,
             "token_refreshes": dict(self.scheduler.runs) if self.scheduler else {},
             "pollers": {p.name: p.stats.as_dict() for p in self.pollers},
+        }
+
+    def live_status(self) -> dict[str, Any]:
+        """The status with its display rows: the console's live counters (GET /_local/status)."""
+        status = self.status()
+        consumers = list(self.stack.get("consumers", {}))
+        return {
+            **status,
+            "api_url": self.stack.get("api_url"),
+            "consumers": consumers,
+            "rows": rows(status, consumers),
         }
 
     def _sent(self) -> dict[str, int]:
