@@ -14,6 +14,7 @@ from chalice.app import Chalice, CloudWatchEvent, Rate, SQSEvent
 
 from chalicelib.api.blueprint import api
 from chalicelib.config import load_settings, names_from_environment
+from chalicelib.console.blueprint import console_api
 from chalicelib.push.blueprint import push_api
 
 # Fail at cold start, naming the variable, rather than on the first event.
@@ -25,6 +26,8 @@ NAMES = names_from_environment()
 app.register_blueprint(api)
 # POST /events for push sources: HMAC-signed, checked by the function itself.
 app.register_blueprint(push_api)
+# GET /console: the operator console page over the routes above (IAM when deployed).
+app.register_blueprint(console_api)
 
 
 @app.on_sqs_message(

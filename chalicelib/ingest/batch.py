@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -171,6 +171,9 @@ class IngestBatch:
         if self.records:
             self.metrics.milliseconds("RecordMs", [elapsed_ms / len(self.records)])
         self.metrics.count("Retried", len(self.outcome.failed))
+        # Per reason, so an operator tells ordering waits and lease contention from errors.
+        for reason, retried in Counter(self.outcome.failed.values()).items():
+            self.metrics.count(f"Retried:{reason}", retried)
         self.metrics.flush()
         return self.outcome
 

@@ -4,7 +4,9 @@ An embedded moto server is the AWS endpoint (through the standard AWS_ENDPOINT_U
 provisioning code as for AWS creates everything; pollers stand in for Lambda's SQS event
 source mappings, a scheduler for EventBridge schedules, Chalice's local server serves the
 REST API, and a CXone stand-in answers token requests. Simulated CXone traffic flows through
-it unless --no-traffic. Ctrl-C or --duration stops everything and prints a summary.
+it unless --no-traffic. Ctrl-C, SIGTERM, --duration or the reader of its output going away
+(`make run | head`) stops everything; the summary is written to <state-dir>/summary.json first,
+then printed.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from scripts.local.api_server import LocalApiServer
+from scripts.local.view import Output, progress_line, retries_by_group, rows
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOCAL_STAGE = "local"
@@ -36,13 +41,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def port_is_free(port: int) -> bool:
+def port_problem(port: int) -> str | None:
+    """Why the servers could not listen on 127.0.0.1:port, or None when they can.
+
+    Binds the way they do: both moto's and Chalice's servers set SO_REUSEADDR, so a port whose
+    last connections sit in TIME_WAIT (a stack stopped a moment ago) is free for them too.
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        except OSError as error:
+            return error.strerror or str(error)
+    return None
 
 
 def local_environment(aws_endpoint: str) -> dict[str, str]:
@@ -73,11 +84,15 @@ class Deliveries:
     late: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     seen: set[tuple[str, str]] = field(default_factory=set)
+    last_interaction_id: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, consumer: str, message: dict[str, Any], now: datetime) -> None:
-        occurred = datetime.fromisoformat(message["occurred_at"].replace("Z", "+00:00"))
+        from chalicelib.formats import parse_rfc3339
+
+        occurred = parse_rfc3339(message["occurred_at"])
         with self.lock:
+            self.last_interaction_id = message["interaction_id"]
             self.per_consumer[consumer] += 1
             key = (consumer, message["event_id"])
             if key in self.seen:
@@ -189,6 +204,7 @@ class Traffic:
         # One simulated gap per real one, so occurred_at tracks the clock (latency is real).
         profile = TrafficProfile(mean_gap_ms=1000.0 / rate)
         self.generator = TrafficGenerator(profile, source=source)
+        self.clamp = WallClockClamp()
         self.sent = 0
         self.send_failures = 0
         self.run_result: Any = None
@@ -205,11 +221,17 @@ class Traffic:
     def _on_sent(self, sent: int, failed: int) -> None:
         self.sent, self.send_failures = sent, failed
 
+    def _send(self, events: list[dict[str, Any]]) -> Any:
+        from scripts.traffic.simulate import send_to_bus
+
+        self.clamp.apply(events)
+        return send_to_bus(self.events_client, self.bus, events)
+
     def _loop(self) -> None:
-        from scripts.traffic.simulate import run_traffic, send_to_bus
+        from scripts.traffic.simulate import run_traffic
 
         self.run_result = run_traffic(
-            lambda events: send_to_bus(self.events_client, self.bus, events),
+            self._send,
             self.generator,
             rate=self.rate,
             duration=float("inf"),
@@ -218,11 +240,66 @@ class Traffic:
         )
 
 
+class WallClockClamp:
+    """Keeps simulated timestamps from being ahead of the wall clock when they are sent.
+
+    The generator's clock is a random walk around the wall clock, and its reordering sends
+    some events before older ones, so an event can be due seconds from now: a consumer would
+    then see it before it "occurred" (negative latency). At send time a timestamp still in the
+    future becomes now. The mapping is remembered, so a later re-delivery of the same event
+    (the generator copies events to make duplicates) carries the same new timestamp and stays
+    an exact duplicate. Order is kept by `sequence`, which every simulated event carries.
+    """
+
+    REMEMBERED = 20_000  # far more than the generator's re-delivery window
+
+    def __init__(self, now: Callable[[], datetime] | None = None) -> None:
+        from chalicelib.formats import utc_now
+
+        self._now = now or utc_now
+        self._moved: OrderedDict[str, str] = OrderedDict()
+
+    def apply(self, events: list[dict[str, Any]]) -> None:
+        from chalicelib.formats import rfc3339
+
+        now = self._now()
+        for event in events:
+            detail = event.get("detail")
+            if isinstance(detail, dict) and isinstance(detail.get("timestamp"), str):
+                detail["timestamp"] = self._clamped(detail["timestamp"], now, rfc3339)
+            if isinstance(event.get("time"), str):
+                # EventBridge's envelope time has one-second resolution.
+                event["time"] = self._clamped(
+                    event["time"], now.replace(microsecond=0), _envelope_time
+                )
+
+    def _clamped(self, text: str, now: datetime, render: Callable[[datetime], str]) -> str:
+        from chalicelib.formats import parse_rfc3339
+
+        if text in self._moved:
+            return self._moved[text]
+        try:
+            moment = parse_rfc3339(text)
+        except ValueError:  # the simulated invalid events keep their broken timestamps
+            return text
+        if moment <= now:
+            return text
+        self._moved[text] = render(now)
+        if len(self._moved) > self.REMEMBERED:
+            self._moved.popitem(last=False)
+        return self._moved[text]
+
+
+def _envelope_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass
 class LocalStack:
     args: argparse.Namespace
     console: Any
-    servers: list[Any] = field(default_factory=list)
+    output: Output = field(default_factory=Output)
+    moto: Any = None
     pollers: list[Any] = field(default_factory=list)
     scheduler: Any = None
     traffic: Traffic | None = None
@@ -230,6 +307,11 @@ class LocalStack:
     stand_in: Any = None
     stack: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
+    sqs: Any = None
+    api: LocalApiServer | None = None
+    _queue_depths: dict[str, int | None] = field(default_factory=dict)
+    _queue_depths_at: float = 0.0
+    final_status: dict[str, Any] = field(default_factory=dict)
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -239,11 +321,12 @@ class LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         aws_port = self.args.aws_port or free_port()
         for name, port in (("--aws-port", aws_port), ("--api-port", self.args.api_port)):
-            if not port_is_free(port):
-                raise SystemExit(f"{name} {port} is already in use; choose another port")
+            problem = port_problem(port)
+            if problem:
+                raise SystemExit(f"cannot listen on 127.0.0.1:{port} ({name}): {problem}")
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=aws_port, verbose=False)
         moto.start()
-        self.servers.append(moto)
+        self.moto = moto
         endpoint = f"http://127.0.0.1:{aws_port}"
         os.environ.update(local_environment(endpoint))
         self.console.print(f"AWS (moto) on {endpoint}")
@@ -257,6 +340,7 @@ class LocalStack:
         settings = load_settings()
         session = boto3.Session(region_name=REGION)
         clients = Clients.from_session(session)
+        self.sqs = clients.sqs
         actions = provision_infrastructure(clients, stack_spec(settings), dry_run=False)
         self.console.print(f"provisioned {sum(a.changed for a in actions)} resources")
         self._start_cxone(session, settings)
@@ -271,6 +355,12 @@ class LocalStack:
         stack_file = self.args.state_dir / "stack.json"
         stack_file.write_text(json.dumps(self.stack, indent=2) + "\n")
         self.console.print(f"wrote {stack_file}; REST API on {self.stack['api_url']}")
+        self.console.print(
+            f"operator console: {self.stack['api_url']}/console · CLIs find this stack by "
+            "themselves: python -m scripts.replay timeline ID, python -m scripts.dlq list",
+            highlight=False,
+            soft_wrap=True,
+        )
         if not self.args.no_traffic:
             if not self.args.keep_deliveries:
                 self.consumers = DemoConsumers(
@@ -318,7 +408,6 @@ class LocalStack:
     def _start_app(self, runtime: Any) -> None:
         from chalice.app import Rate, ScheduledEventConfig, SQSEventConfig
         from chalice.cli.factory import CLIFactory
-        from chalice.local import LocalDevServer
 
         import app as app_module
         from scripts.local.runner import Scheduler, SqsPoller, rate_seconds
@@ -351,10 +440,8 @@ class LocalStack:
                 interval = rate_seconds(source.schedule_expression)
                 self.scheduler.add(source.name, handler, interval, timeout)
         self.scheduler.start()
-        api = LocalDevServer(app, config, "127.0.0.1", self.args.api_port)
-        thread = threading.Thread(target=api.server.serve_forever, name="api", daemon=True)
-        thread.start()
-        self.servers.append(api)
+        self.api = LocalApiServer(app, config, self.args.api_port, self.live_status)
+        self.api.start()
 
     def _describe(self, runtime: Any, clients: Any) -> dict[str, Any]:
         settings = runtime.settings
@@ -398,6 +485,29 @@ class LocalStack:
         }
 
     # -- run -----------------------------------------------------------------------------
+    def queue_depths(self) -> dict[str, int | None]:
+        """Ingest backlog, in flight and DLQ depth, sampled at most once a second."""
+        if self.sqs is None or not self.stack:
+            return {}
+        if time.monotonic() - self._queue_depths_at < 1.0:
+            return self._queue_depths
+        depths: dict[str, int | None] = {}
+        wanted = {
+            "ingest_backlog": ("ingest_queue_url", "ApproximateNumberOfMessages"),
+            "in_flight": ("ingest_queue_url", "ApproximateNumberOfMessagesNotVisible"),
+            "dlq_depth": ("ingest_dlq_url", "ApproximateNumberOfMessages"),
+        }
+        for name, (queue, attribute) in wanted.items():
+            try:
+                attributes = self.sqs.get_queue_attributes(
+                    QueueUrl=self.stack[queue], AttributeNames=[attribute]
+                )["Attributes"]
+                depths[name] = int(attributes[attribute])
+            except Exception:  # a row shows "?" while moto is busy or stopping
+                depths[name] = None
+        self._queue_depths, self._queue_depths_at = depths, time.monotonic()
+        return depths
+
     def status(self) -> dict[str, Any]:
         from chalicelib.telemetry import TALLY
 
@@ -407,12 +517,26 @@ class LocalStack:
             "elapsed_s": round(time.monotonic() - self.started_at, 1),
             "sent": self._sent(),
             "tally": tally,
+            "queues": self.queue_depths(),
+            "retries": retries_by_group(tally),
             "delivered": dict(deliveries.per_consumer) if deliveries else {},
             "repeated": dict(deliveries.repeated) if deliveries else {},
             "quarantine_seen": dict(deliveries.quarantined) if deliveries else {},
             "latency_ms": deliveries.percentiles() if deliveries else {},
+            "last_interaction_id": deliveries.last_interaction_id if deliveries else None,
             "token_refreshes": dict(self.scheduler.runs) if self.scheduler else {},
             "pollers": {p.name: p.stats.as_dict() for p in self.pollers},
+        }
+
+    def live_status(self) -> dict[str, Any]:
+        """The status with its display rows: the console's live counters (GET /_local/status)."""
+        status = self.status()
+        consumers = list(self.stack.get("consumers", {}))
+        return {
+            **status,
+            "api_url": self.stack.get("api_url"),
+            "consumers": consumers,
+            "rows": rows(status, consumers),
         }
 
     def _sent(self) -> dict[str, int]:
@@ -429,56 +553,42 @@ class LocalStack:
             }
         return {"sent": self.traffic.sent, "send_failures": self.traffic.send_failures}
 
-    def render(self) -> Any:
+    def render(self, status: dict[str, Any]) -> Any:
         from rich.table import Table
 
-        status = self.status()
-        tally = status["tally"]
         table = Table(title=f"CXone Event Relay, local stack ({status['elapsed_s']} s)")
         table.add_column("what")
         table.add_column("count", justify="right")
-        sent = status["sent"]
-        if "valid" in sent:
-            table.add_row(
-                "sent (valid / duplicate / invalid)",
-                " / ".join(str(sent[k]) for k in ("valid", "duplicate", "invalid")),
-            )
-        elif sent:
-            table.add_row("events sent to the bus", str(sent["sent"]))
-        table.add_row("received by ingest (attempts)", str(tally.get("Received", 0)))
-        for consumer in self.stack.get("consumers", {}):
-            reached = tally.get(f"delivered:{consumer}", 0)
-            seen = status["delivered"].get(consumer)
-            table.add_row(
-                f"delivered to {consumer}",
-                f"{reached}" + (f" (consumer saw {seen})" if seen is not None else ""),
-            )
-        table.add_row("duplicates dropped", str(tally.get("Duplicates", 0)))
-        table.add_row("late events", str(tally.get("Late", 0)))
-        table.add_row("quarantined", str(tally.get("Quarantined", 0)))
-        table.add_row("retried (batch item failures)", str(tally.get("Retried", 0)))
-        latency = status["latency_ms"]
-        if latency and latency.get("p50") is not None:
-            table.add_row(
-                "latency occurred -> consumer p50 / p95 / p99 (ms)",
-                " / ".join(f"{latency[k]:.0f}" for k in ("p50", "p95", "p99")),
-            )
-        table.add_row("token refreshes", str(sum(status["token_refreshes"].values())))
+        for label, value in rows(status, list(self.stack.get("consumers", {}))):
+            table.add_row(label, value)
         return table
 
-    def run(self) -> None:
-        from rich.live import Live
-
-        stop = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    def run(self, stop: threading.Event) -> None:
+        """Until `stop`, --duration or the output's reader leaves: a live view or plain lines."""
         deadline = None if self.args.duration is None else time.monotonic() + self.args.duration
-        with Live(self.render(), console=self.console, refresh_per_second=2) as live:
-            while not stop.is_set():
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                stop.wait(0.5)
-                live.update(self.render())
+
+        def running() -> bool:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            return not stop.is_set() and not self.output.closed
+
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            with Live(
+                self.render(self.status()), console=self.console, refresh_per_second=2
+            ) as live:
+                while running():
+                    stop.wait(0.5)
+                    live.update(self.render(self.status()))
+            return
+        next_line = time.monotonic()
+        while running():
+            if time.monotonic() >= next_line:
+                consumers = list(self.stack.get("consumers", {}))
+                self.output.write_line(progress_line(self.status(), consumers))
+                next_line = time.monotonic() + self.args.progress_seconds
+            stop.wait(0.5)
 
     # -- stop ----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -494,18 +604,37 @@ class LocalStack:
             self.consumers.stop()
         if self.stand_in:
             self.stand_in.stop()
-        for server in reversed(self.servers):
-            if hasattr(server, "shutdown"):
-                server.shutdown()
-                server.server.server_close()
-            else:
-                server.stop()
+        # Sampled while moto still answers: the summary's queue rows.
+        self._queue_depths_at = 0.0
+        self.final_status = self.status()
+        if self.api:
+            self.api.stop()
+        if self.moto:
+            self.moto.stop()
+        if self.stack:  # this run wrote it; the CLIs target a local stack only while it exists
+            (self.args.state_dir / "stack.json").unlink(missing_ok=True)
 
     def summary(self) -> None:
-        self.console.print(self.render())
+        """summary.json first (the reader may be gone), then the table and what to try next."""
+        status = self.final_status or self.status()
         summary_file = self.args.state_dir / "summary.json"
-        summary_file.write_text(json.dumps(self.status(), indent=2) + "\n")
+        summary_file.parent.mkdir(parents=True, exist_ok=True)
+        summary_file.write_text(json.dumps(status, indent=2) + "\n")
+        if self.output.closed:
+            return
+        self.console.print(self.render(status))
         self.console.print(f"summary written to {summary_file}")
+        self.console.print(closing_hint(status, self.args.api_port), highlight=False)
+
+
+def closing_hint(status: dict[str, Any], api_port: int) -> str:
+    """What to try next: the stack's data lived in its moto, so it starts with a new stack."""
+    interaction = status.get("last_interaction_id") or "INTERACTION_ID"
+    return (
+        "next: `make run ARGS=--no-traffic` (or plain `make run`), then in another shell "
+        f"`python -m scripts.replay timeline {interaction}` or open "
+        f"http://127.0.0.1:{api_port}/console (the console: timelines, windows, re-drive jobs)"
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -526,6 +655,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--state-dir", type=Path, default=Path(".local"), help="where stack.json is written"
     )
+    parser.add_argument(
+        "--progress-seconds",
+        type=float,
+        default=5.0,
+        help="when stdout is not a terminal: seconds between progress lines (default 5)",
+    )
     parser.add_argument("--settle-seconds", type=float, default=3.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rate <= 0:
@@ -539,11 +674,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     args = parse_args(argv)
-    console = Console()
-    stack = LocalStack(args, console)
+    output = Output()
+    console = Console(file=output)
+    stop = threading.Event()
+    # Installed first: a Ctrl-C or SIGTERM at any moment still ends in a summary.
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stack = LocalStack(args, console, output)
     try:
         stack.start()
-        stack.run()
+        stack.run(stop)
     finally:
         stack.stop()
     stack.summary()

@@ -1,8 +1,11 @@
 """Inspect the ingest dead-letter queue and re-drive its messages once the cause is fixed.
 
-    python -m scripts.dlq list    [--stage S] [--queue NAME-or-URL] [--max N]
+    python -m scripts.dlq list    [--stage S] [--queue NAME-or-URL] [--max N] [--json]
     python -m scripts.dlq redrive [--stage S] [--queue NAME-or-URL] [--target NAME-or-URL]
-                                  [--max N] [--dry-run]
+                                  [--max N] [--dry-run] [--json]
+
+With no --endpoint-url, --region or --stage, while the local stack runs (`make run`), this
+targets the local stack (scripts.local.target); otherwise AWS's standard configuration.
 
 `list` peeks: it receives the messages and makes them visible again at once, so it leaves the
 queue as it was (apart from SQS's receive counts). `redrive` sends each message to the source
@@ -14,13 +17,18 @@ By default the queues are the stage's ingest DLQ and ingest queue (`chalicelib.c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import NoRegionError
+
 from chalicelib.config import ConfigError, load_settings
+from chalicelib.formats import rfc3339
+from scripts.local.target import unreachable_hint, use_local_stack
 
 # SQS batch requests take at most 10 entries.
 MAX_BATCH_ENTRIES = 10
@@ -65,8 +73,7 @@ def _sent_at(attributes: dict[str, str]) -> str | None:
     raw = attributes.get("SentTimestamp")
     if not raw:
         return None
-    moment = datetime.fromtimestamp(int(raw) / 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return rfc3339(datetime.fromtimestamp(int(raw) / 1000, UTC))
 
 
 def _sendable_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -284,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.dlq", description="List or re-drive the ingest dead-letter queue."
     )
-    parser.add_argument("command", choices=("list", "redrive"))
+    parser.add_argument(
+        "command",
+        choices=("list", "redrive"),
+        help="list: peek at the messages, leaving them; redrive: move them back to be retried",
+    )
     parser.add_argument("--stage", help="stage whose ingest DLQ to use (default RELAY_STAGE)")
     parser.add_argument("--queue", help="the DLQ, by name or URL (default: the stage's)")
     parser.add_argument(
@@ -295,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max", type=int, help="at most this many messages (list: default 50)")
     parser.add_argument("--dry-run", action="store_true", help="redrive: show, move nothing")
     parser.add_argument("--endpoint-url", help="AWS endpoint (default: AWS_ENDPOINT_URL)")
-    parser.add_argument("--region", help="AWS region")
+    parser.add_argument("--region", help="AWS region (default: AWS_REGION or AWS config)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
 
 
@@ -320,40 +332,41 @@ def _resolve_queues(sqs: Any, args: argparse.Namespace, needs_target: bool) -> t
 
 def main(argv: Sequence[str] | None = None) -> int:
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
     from rich.console import Console
-    from rich.table import Table
 
     args = build_parser().parse_args(argv)
     console = Console()
+    local = use_local_stack(
+        "scripts.dlq", explicit_target=bool(args.endpoint_url or args.region or args.stage)
+    )
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url, region_name=region)
     try:
+        sqs = boto3.client("sqs", endpoint_url=args.endpoint_url, region_name=region)
         dlq_url, target_url = _resolve_queues(sqs, args, needs_target=args.command == "redrive")
         if args.command == "list":
             messages = peek_messages(sqs, dlq_url, args.max or 50)
-            table = Table(title=f"{len(messages)} message(s) in {dlq_url}")
-            table.add_column("message id", overflow="fold", min_width=12)
-            table.add_column("receives", justify="right")
-            table.add_column("sent at", overflow="fold", min_width=12)
-            # The body is what the reader came for: it keeps room on narrow terminals.
-            table.add_column(f"body (first {PREVIEW_CHARS} chars)", overflow="fold", min_width=40)
-            for message in messages:
-                table.add_row(
-                    message.message_id,
-                    str(message.receive_count),
-                    message.sent_at or "",
-                    message.preview,
-                )
-            console.print(table)
+            if args.json:
+                print(json.dumps({"queue_url": dlq_url, "messages": [asdict(m) for m in messages]}))
+            else:
+                console.print(messages_table(dlq_url, messages))
             return 0
         result = redrive(sqs, dlq_url, target_url, args.max, dry_run=args.dry_run)
     except ConfigError as error:
         console.print(f"[red]configuration:[/red] {error}")
         return 2
+    except NoRegionError:
+        console.print("[red]no AWS region:[/red] pass --region or set AWS_REGION")
+        return 2
+    except EndpointConnectionError as error:
+        console.print(f"[red]AWS not reachable:[/red] {error}; {unreachable_hint(local)}")
+        return 1
     except (BotoCoreError, ClientError) as error:
         console.print(f"[red]AWS error:[/red] {error}")
         return 1
+    if args.json:
+        print(json.dumps({"from": dlq_url, "to": target_url, **asdict(result)}))
+        return 1 if result.failed else 0
     if result.dry_run:
         console.print(
             f"dry run: would move {result.would_move} message(s) {dlq_url} → {target_url}"
@@ -367,3 +380,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{failure.error_code} {failure.error_message[:200]}"
         )
     return 1 if result.failed else 0
+
+
+def messages_table(dlq_url: str, messages: Sequence[DlqMessage]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{len(messages)} message(s) in {dlq_url}")
+    table.add_column("message id", overflow="fold", min_width=12)
+    table.add_column("receives", justify="right")
+    table.add_column("sent at", overflow="fold", min_width=12)
+    # The body is what the reader came for: it keeps room on narrow terminals.
+    table.add_column(f"body (first {PREVIEW_CHARS} chars)", overflow="fold", min_width=40)
+    for message in messages:
+        table.add_row(
+            message.message_id, str(message.receive_count), message.sent_at or "", message.preview
+        )
+    return table

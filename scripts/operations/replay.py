@@ -6,9 +6,15 @@
     python -m scripts.replay start  --since T --until T --consumer C [--consumer C ...]
                                     [--detail-type D] [--interaction-id I] [--follow]
     python -m scripts.replay status JOB_ID [--follow]
+    python -m scripts.replay console [--port N]
 
-Common options: --api-url (default: `api_url` of .local/stack.json, written by `make run`),
---sign / --no-sign, --region, --json (machine-readable output).
+Common options, before or after the command: --api-url (default: `api_url` of the running
+local stack's .local/stack.json), --sign / --no-sign, --region, --json (machine-readable
+output). Failed requests are retried with backoff on 429 and 5xx (re-drive jobs are started
+once: only a 429 retries them, since the API refused that request).
+
+`console` serves the operator console on 127.0.0.1 and forwards its API calls to --api-url,
+signed with your AWS credentials: a browser cannot sign SigV4 itself.
 
 Requests to a deployed stage are signed with SigV4 (service "execute-api") using the caller's
 AWS credentials from the usual chain (environment, profile, SSO, instance role); requests to
@@ -24,7 +30,6 @@ import json
 import re
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -32,14 +37,19 @@ import boto3
 import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from requests.adapters import HTTPAdapter
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from urllib3.util.retry import Retry
 
-STACK_FILE = Path(".local/stack.json")
+from chalicelib.errors import DependencyUnavailable
+from scripts.local.target import LocalStackTarget, use_local_stack
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 REQUEST_TIMEOUT_SECONDS = 30
 FOLLOW_INTERVAL_SECONDS = 2.0
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _API_HOST_REGION = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
 
 
@@ -53,12 +63,41 @@ class ApiError(RuntimeError):
         self.message = message
 
 
-def default_api_url(stack_file: Path = STACK_FILE) -> str | None:
-    """The local stack's API URL, if `make run` wrote one."""
-    try:
-        return json.loads(stack_file.read_text()).get("api_url")
-    except (OSError, ValueError, AttributeError):
-        return None
+class ApiUnreachable(DependencyUnavailable):
+    """The API did not answer at all (refused, timed out, no route)."""
+
+    def __init__(self, base_url: str) -> None:
+        hint = "is `make run` running?" if is_local(base_url) else "check --api-url and network"
+        super().__init__(f"the API at {base_url} is not reachable: {hint}")
+
+
+class ApiRetry(Retry):
+    """Retries 429 and 5xx with exponential backoff, honouring Retry-After.
+
+    POST (starting a re-drive job) is retried on 429 alone: the API refused it unprocessed,
+    while after a 5xx the job may exist already and a second one would publish twice.
+    """
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if method.upper() == "POST":
+            return status_code == 429 and self.total is not None and self.total > 0
+        return super().is_retry(method, status_code, has_retry_after)
+
+
+def retrying_session(attempts: int = 5, backoff_seconds: float = 0.5) -> requests.Session:
+    retry = ApiRetry(
+        total=attempts - 1,
+        backoff_factor=backoff_seconds,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,  # the last answer is the API's own error, shown as such
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def is_local(url: str) -> bool:
@@ -91,13 +130,17 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.region = region
         self.session = session
-        self.http = http or requests.Session()
+        self.http = http or retrying_session()
 
     def prepare(self, method: str, path: str, params: dict[str, Any] | None, body: Any) -> dict:
         """The URL, headers and body of a request (signed if this client signs)."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         url = self.base_url + path + ("?" + urlencode(query, doseq=True) if query else "")
         data = json.dumps(body).encode("utf-8") if body is not None else None
+        return self.sign_raw(method, url, data)
+
+    def sign_raw(self, method: str, url: str, data: bytes | None) -> dict:
+        """A request for a ready URL and body: JSON headers, SigV4-signed if this client signs."""
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -117,7 +160,10 @@ class ApiClient:
         self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None
     ) -> dict[str, Any]:
         prepared = self.prepare(method, path, params, body)
-        response = self.http.request(**prepared, timeout=REQUEST_TIMEOUT_SECONDS)
+        try:
+            response = self.http.request(**prepared, timeout=REQUEST_TIMEOUT_SECONDS)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise ApiUnreachable(self.base_url) from error
         try:
             document = response.json()
         except ValueError:
@@ -274,46 +320,89 @@ def follow(client: ApiClient, job_id: str, console: Console, interval: float) ->
 # ---- command line ---------------------------------------------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="python -m scripts.replay", description=__doc__.split("\n")[0]
+def common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command takes; given after the command, they override the root's."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--api-url",
+        default=default(None),
+        help="API base URL (default: api_url of the running local stack's .local/stack.json)",
     )
-    root.add_argument("--api-url", help="API base URL (default: api_url in .local/stack.json)")
-    signing = root.add_mutually_exclusive_group()
+    signing = parser.add_mutually_exclusive_group()
     signing.add_argument(
         "--sign",
         dest="sign",
         action="store_true",
-        default=None,
+        default=default(None),
         help="sign requests with SigV4 even for a local URL",
     )
     signing.add_argument(
         "--no-sign",
         dest="sign",
         action="store_false",
+        default=default(None),
         help="never sign (e.g. a deployed stage behind other auth)",
     )
-    root.add_argument("--region", help="region for SigV4 (default: from the URL or AWS config)")
-    root.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--region",
+        default=default(None),
+        help="region for SigV4 (default: from the URL or AWS config)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print JSON instead of tables (events: a JSON list)",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m scripts.replay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common_options(root, defaults=True)
+    shared = argparse.ArgumentParser(add_help=False)
+    common_options(shared, defaults=False)
     commands = root.add_subparsers(dest="command", required=True)
 
-    timeline = commands.add_parser("timeline", help="one interaction's events, in order")
-    timeline.add_argument("interaction_id")
-    timeline.add_argument("--limit", type=int, help="page size (1-1000, API default 100)")
-    timeline.add_argument("--max-events", type=int, help="stop after this many events")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, parents=[shared])
 
-    def window_arguments(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--since", required=True, help="RFC 3339, inclusive")
-        command.add_argument("--until", required=True, help="RFC 3339, exclusive")
-        command.add_argument("--detail-type")
-        command.add_argument("--interaction-id")
+    def paging(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--limit", type=int, help="page size (1-1000, API default 100)")
+        sub.add_argument("--max-events", type=int, help="stop after this many events")
 
-    window = commands.add_parser("window", help="stored events of a time window, chronological")
+    def window_arguments(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--since", required=True, help="RFC 3339, inclusive (e.g. 2026-11-29T09:00:00Z)"
+        )
+        sub.add_argument("--until", required=True, help="RFC 3339, exclusive")
+        sub.add_argument("--detail-type", help="only events of this detail-type")
+        sub.add_argument("--interaction-id", help="only events of this interaction")
+
+    def following(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--follow", action="store_true", help="show progress until the job ends")
+        sub.add_argument(
+            "--interval",
+            type=float,
+            default=FOLLOW_INTERVAL_SECONDS,
+            help=f"seconds between polls with --follow (default {FOLLOW_INTERVAL_SECONDS:g})",
+        )
+
+    timeline = command("timeline", "one interaction's events, in order")
+    timeline.add_argument("interaction_id", help="the interaction's id, as delivered")
+    paging(timeline)
+
+    window = command("window", "stored events of a time window, chronological")
     window_arguments(window)
-    window.add_argument("--limit", type=int, help="page size (1-1000, API default 100)")
-    window.add_argument("--max-events", type=int, help="stop after this many events")
+    paging(window)
 
-    start = commands.add_parser("start", help="start a re-drive job to chosen consumers")
+    start = command("start", "start a re-drive job to chosen consumers")
     window_arguments(start)
     start.add_argument(
         "--consumer",
@@ -321,18 +410,25 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help="a consumer to re-drive to (repeat for several)",
     )
-    start.add_argument("--follow", action="store_true", help="show progress until the job ends")
-    start.add_argument("--interval", type=float, default=FOLLOW_INTERVAL_SECONDS)
+    following(start)
 
-    status = commands.add_parser("status", help="a re-drive job's status and counts")
-    status.add_argument("job_id")
-    status.add_argument("--follow", action="store_true", help="show progress until the job ends")
-    status.add_argument("--interval", type=float, default=FOLLOW_INTERVAL_SECONDS)
+    status = command("status", "a re-drive job's status and counts")
+    status.add_argument("job_id", help="the job_id that `start` printed")
+    following(status)
+
+    console = command("console", "serve the operator console on 127.0.0.1, signing its calls")
+    console.add_argument(
+        "--port", type=int, default=8765, help="local port to serve on (default 8765)"
+    )
     return root
 
 
-def client_for(args: argparse.Namespace, session: boto3.Session | None = None) -> ApiClient:
-    url = args.api_url or default_api_url()
+def client_for(
+    args: argparse.Namespace,
+    session: boto3.Session | None = None,
+    local: LocalStackTarget | None = None,
+) -> ApiClient:
+    url = args.api_url or (local.api_url if local else None)
     if not url:
         raise SystemExit("no API URL: pass --api-url, or start the local stack (make run)")
     sign = args.sign if args.sign is not None else not is_local(url)
@@ -350,8 +446,7 @@ def run(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
             events = list(client.window(args))
             title = f"{args.since} to {args.until}: {len(events)} events"
         if args.json:
-            for event in events:
-                print(json.dumps(event))  # one event per line, for jq and friends
+            print(json.dumps(events))  # no events: [], as for any empty listing
         else:
             console.print(events_table(title, events))
         return 0
@@ -366,6 +461,10 @@ def run(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
                 console.print(f"follow it with: python -m scripts.replay status {job_id} --follow")
             return 0
         return _report(follow(client, job_id, console, args.interval), args, console)
+    if args.command == "console":
+        from scripts.operations.console_proxy import serve_console
+
+        return serve_console(client, args.port, console)
     job = (
         follow(client, args.job_id, console, args.interval)
         if args.follow
@@ -385,10 +484,15 @@ def _report(job: dict[str, Any], args: argparse.Namespace, console: Console) -> 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     args = parser().parse_args(argv)
     console = console or Console()
+    local = use_local_stack("scripts.replay", explicit_target=args.api_url is not None)
     try:
-        return run(args, client_for(args), console)
+        return run(args, client_for(args, local=local), console)
     except ApiError as error:
         console.print(f"[red]API error {error.status} {error.code}[/red]: {error.message}")
+        return 1
+    except ApiUnreachable as error:
+        # The cause's name says how it failed; its text (URL, pool details) adds nothing.
+        console.print(f"[red]{error}[/red] ({type(error.__cause__).__name__})")
         return 1
     except requests.RequestException as error:
         # The exception's text has the URL and the cause, never a credential.

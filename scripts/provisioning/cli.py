@@ -18,6 +18,7 @@ nothing; `--dry-run` only reads. Credentials are never taken from the command li
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.cxone.client import CXoneClient, CXoneError, load_cxone_settings
 from chalicelib.cxone.tokens import CredentialsError, read_credentials
 from chalicelib.stack import stack_spec
+from scripts.local.target import use_local_stack
 from scripts.provisioning.actions import Action
 from scripts.provisioning.credentials import (
     CredentialsInputError,
@@ -243,12 +245,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--function",
         help="event-source-mapping: the ingest function (default: <app>-<stage>-ingest)",
     )
+    parser.add_argument("--json", action="store_true", help="print the actions as JSON")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     args = parse_args(argv)
     console = console or Console()
+    # The local stack while `make run` is up and no target flag is given, else AWS's chain.
+    use_local_stack("scripts.provision", explicit_target=bool(args.endpoint_url or args.stage))
     env = dict(os.environ)
     if args.stage:
         env["RELAY_STAGE"] = args.stage
@@ -260,5 +265,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     except STEP_ERRORS as error:
         console.print(f"[red]{args.step} failed:[/red] {escape(str(error))}", highlight=False)
         return 1
+    if args.json:
+        print(json.dumps([{**vars(action), "changed": action.changed} for action in actions]))
+        return 0
     render(actions, console, args.dry_run)
     return 0

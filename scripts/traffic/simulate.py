@@ -41,6 +41,7 @@ from chalicelib.config import (
     DETAIL_TYPE_STAGE,
 )
 from chalicelib.formats import rfc3339, utc_now
+from scripts.local.target import use_local_stack
 
 ItemKind = Literal["valid", "duplicate", "invalid"]
 
@@ -907,8 +908,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--stack",
         nargs="?",
         const=DEFAULT_STACK_FILE,
-        help=f"read bus, endpoint and region from the local stack's file ({DEFAULT_STACK_FILE})",
+        help=f"read bus, endpoint and region from the local stack's file ({DEFAULT_STACK_FILE}; "
+        "the default while the local stack runs and no --bus/--queue-url/--endpoint-url is given)",
     )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -934,6 +937,26 @@ def _summary_table(run: TrafficRun, destination: str, invalid_outcome: str = "qu
     return table
 
 
+def _summary_document(run: TrafficRun, destination: str) -> dict[str, Any]:
+    """The summary table's figures, for --json."""
+    summary = run.summary
+    return {
+        "destination": destination,
+        "sent": summary.total,
+        "valid": summary.valid,
+        "by_detail_type": dict(summary.by_detail_type),
+        "duplicates": summary.duplicates,
+        "reordered": summary.reordered,
+        "invalid": summary.invalid,
+        "interactions": summary.interactions,
+        "failed": [
+            {"id": f.event.get("id"), "error_code": f.error_code, "error_message": f.error_message}
+            for f in run.failed
+        ],
+        "elapsed_seconds": round(run.elapsed_seconds, 3),
+    }
+
+
 def _profile_from_args(args: argparse.Namespace) -> TrafficProfile:
     return TrafficProfile(
         duplicate_ratio=args.duplicate_ratio,
@@ -951,6 +974,13 @@ def _profile_from_args(args: argparse.Namespace) -> TrafficProfile:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The local stack while `make run` is up (--stack, or no target flag), else AWS's chain.
+    local = use_local_stack(
+        "scripts.simulate",
+        stack_file=args.stack,
+        explicit_target=bool(args.bus or args.queue_url or args.endpoint_url or args.dry_run),
+    )
+    args.stack = str(local.stack_file) if local else None
     stack = load_stack(Path(args.stack)) if args.stack else None
     endpoint_url = args.endpoint_url or (stack.aws_endpoint_url if stack else None)
     region = args.region or (stack.region if stack else None)
@@ -998,6 +1028,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console()
     invalid_outcome = "rejected by POST /events" if args.via == "https" else "quarantined"
+    if args.json:
+        print(json.dumps(_summary_document(run, destination)))
+        return 130 if interrupted else (1 if run.failed else 0)
     console.print(_summary_table(run, destination, invalid_outcome))
     for failure in run.failed[:10]:
         console.print(
