@@ -112,7 +112,7 @@ def encode_message(message: dict[str, Any]) -> bytes:
     return zlib.compress(raw, ZLIB_LEVEL)
 
 
-def _json_blob(blob: bytes) -> dict[str, Any]:
+def json_blob(blob: bytes) -> dict[str, Any]:
     # Plain JSON starts with "{"; a zlib stream never does (its first byte is 0x78 or 0x08-0x68).
     raw = blob if blob[:1] == b"{" else zlib.decompress(blob)
     return json.loads(raw.decode("utf-8"))
@@ -152,8 +152,8 @@ def order_fields(item: dict[str, Any]) -> OrderFields:
 def decode_message(item: dict[str, Any]) -> dict[str, Any]:
     """The delivered message of a low-level events item, of either layout."""
     if "m" not in item:  # written before the compact layout: the whole message
-        return _json_blob(item["msg"]["B"])
-    rest = _json_blob(item["m"]["B"])
+        return json_blob(item["msg"]["B"])
+    rest = json_blob(item["m"]["B"])
     fields = order_fields(item)
     # Back in the delivered message's own field order: ids first, the order fields just
     # before received_at.
