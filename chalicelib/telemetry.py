@@ -46,7 +46,7 @@ AUDIT_SHORT_NAMES = {
 class RelayLogFormatter(LambdaPowertoolsFormatter):
     """Powertools' JSON lines, except audit records: those are their compact fields alone."""
 
-    def format(self, record: logging.LogRecord) -> str:  # noqa: A003 (logging's name)
+    def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, AUDIT_RECORD_ATTRIBUTE, None)
         if not isinstance(fields, dict):
             return super().format(record)

@@ -17,9 +17,10 @@ and not about validation or payloads: validation is the project's own (`validate
 all three implementations accept and reject the same events) and the published message is
 the project's delivered message with its attributes. Logging is what a production build of it
 would keep: one line per record (the seed's per-consumer AUDIT lines folded into its PIPELINE
-line), through `logging`, as Lambda's Python runtime formats it. A duplicate is acknowledged (the seed
-returned an error for it, which on SQS would loop until the DLQ), and so is an invalid event
-(the seed logged it; its dedup mark was already written, so a retry could never succeed).
+line), through `logging`, as Lambda's Python runtime formats it. A duplicate is acknowledged
+(the seed returned an error for it, which on SQS would loop until the DLQ), and so is an
+invalid event (the seed logged it; its dedup mark was already written, so a retry could never
+succeed).
 """
 
 from __future__ import annotations
