@@ -59,13 +59,14 @@ CONNECT_EVENT_TYPES = (
     "COMPLETED",
 )
 TRANSCRIPT_BODY_BYTES = (1_500, 10_000)  # eventBody size range of a transcription event
-VOCABULARY = (
+VOCABULARY_TEXT = (
     "i would like to check the status of my order it was supposed to arrive on monday but "
     "the tracking number still says pending can you tell me when it will ship and whether "
     "i can change the delivery address to my office thank you for waiting let me look that "
     "up for you one moment please i see the payment was declined by the bank so the order "
     "is on hold would you like to try another card or update the billing details now"
-).split()
+)
+VOCABULARY = tuple(VOCABULARY_TEXT.split())
 
 
 @dataclass(frozen=True)
