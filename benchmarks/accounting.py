@@ -19,10 +19,20 @@ themselves, following the rules AWS documents:
 - SNS: "Each 64KB chunk of published data is billed as 1 request" (Amazon SNS pricing); a
   PublishBatch is billed by the 64 KB chunks of its total payload, so up to 10 small messages
   cost one request.
+- EventBridge: custom and partner events put on a bus are billed per million, each 64 KB
+  chunk of an entry counting as one event; AWS service events (Amazon Connect's, on the
+  default bus) are free. An entry's size is the UTF-8 bytes of its Time (14), Source,
+  DetailType, Detail and Resources ("Calculating Amazon EventBridge PutEvents event entry
+  size"). Delivering to an SQS target costs nothing more at EventBridge, but each message it
+  sends to the queue is an SQS request (per 64 KB chunk) that the queue's owner pays.
+- CloudWatch Logs: ingestion is billed per GB of log data (the lines a function writes, EMF
+  metrics included: EMF is log data until CloudWatch extracts it); Lambda itself writes a
+  START, END and REPORT line per invocation.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -33,6 +43,13 @@ KB = 1024
 WRITE_UNIT_BYTES = 1 * KB
 READ_UNIT_BYTES = 4 * KB
 SNS_BILLING_CHUNK_BYTES = 64 * KB
+EVENTBRIDGE_CHUNK_BYTES = 64 * KB
+SQS_CHUNK_BYTES = 64 * KB
+GB = 1024**3
+EVENTBRIDGE_TIME_BYTES = 14
+# START (~90 bytes), END (~60) and REPORT (~190) lines per invocation, as Lambda writes them
+# for a 512 MB function: the same for every implementation, per invocation.
+LAMBDA_PLATFORM_LOG_BYTES_PER_INVOCATION = 340
 
 
 # ---- prices ---------------------------------------------------------------------------------
@@ -61,6 +78,12 @@ class Prices:
     lambda_per_gb_second: float = 0.0000166667
     lambda_per_million_invocations: float = 0.20
     lambda_memory_gb: float = 0.5  # the ingest function's memory: 512 MB
+    # Amazon CloudWatch pricing (aws.amazon.com/cloudwatch/pricing): Logs, Standard log class,
+    # data ingestion per GB (storage, 0.03 per GB-month, depends on retention: left out).
+    cloudwatch_logs_per_gb_ingested: float = 0.50
+    # Amazon EventBridge pricing (aws.amazon.com/eventbridge/pricing): custom and partner
+    # events published to a bus, per million (64 KB chunks); AWS service events are free.
+    eventbridge_per_million_events: float = 1.00
 
     def sources(self) -> dict[str, str]:
         return {
@@ -68,6 +91,8 @@ class Prices:
             "sns": "https://aws.amazon.com/sns/pricing/",
             "sqs": "https://aws.amazon.com/sqs/pricing/",
             "lambda": "https://aws.amazon.com/lambda/pricing/",
+            "cloudwatch_logs": "https://aws.amazon.com/cloudwatch/pricing/",
+            "eventbridge": "https://aws.amazon.com/eventbridge/pricing/",
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -191,6 +216,38 @@ def sns_billable_requests(payload_sizes: Iterable[int]) -> int:
     return max(1, math.ceil(total / SNS_BILLING_CHUNK_BYTES))
 
 
+# ---- EventBridge and the ingest queue ---------------------------------------------------------
+
+
+def eventbridge_entry_bytes(event: Mapping[str, Any]) -> int:
+    """Bytes EventBridge bills for one PutEvents entry of an EventBridge-shaped event."""
+    detail = json.dumps(event.get("detail", {}), separators=(",", ":"), ensure_ascii=False)
+    size = EVENTBRIDGE_TIME_BYTES + len(detail.encode("utf-8"))
+    size += len(str(event.get("source", "")).encode("utf-8"))
+    size += len(str(event.get("detail-type", "")).encode("utf-8"))
+    size += sum(len(str(r).encode("utf-8")) for r in event.get("resources", []) or [])
+    return size
+
+
+def billed_chunks(size: int, chunk: int) -> int:
+    """Requests (or events) billed for a payload of `size` bytes: one per chunk, at least one."""
+    return max(1, math.ceil(size / chunk))
+
+
+def is_aws_service_event(event: Mapping[str, Any]) -> bool:
+    """AWS's own events (source `aws.<service>`, e.g. aws.connect) cost nothing to publish;
+    partner sources (`aws.partner/...`) and custom ones are billed."""
+    source = str(event.get("source", ""))
+    return source.startswith("aws.") and not source.startswith("aws.partner/")
+
+
+def eventbridge_billable_events(event: Mapping[str, Any]) -> int:
+    """EventBridge events billed for getting `event` onto its bus (0: an AWS service event)."""
+    if is_aws_service_event(event):
+        return 0
+    return billed_chunks(eventbridge_entry_bytes(event), EVENTBRIDGE_CHUNK_BYTES)
+
+
 # ---- cost per event -------------------------------------------------------------------------
 
 
@@ -204,6 +261,8 @@ class UsagePerEvent:
     sqs_requests: float
     invocations: float
     lambda_seconds: float  # billed duration (wall time of the handler)
+    log_bytes: float = 0.0  # CloudWatch Logs ingestion, platform lines included
+    eventbridge_events: float = 0.0  # billable EventBridge events (64 KB chunks)
 
 
 def usd_per_million_events(usage: UsagePerEvent, prices: Prices = PRICES) -> dict[str, float]:
@@ -219,8 +278,24 @@ def usd_per_million_events(usage: UsagePerEvent, prices: Prices = PRICES) -> dic
         "sns": usage.sns_publishes * prices.sns_per_million_publishes,
         "sqs": usage.sqs_requests * prices.sqs_per_million_requests,
         "lambda": lambda_usd,
+        "cloudwatch_logs": usage.log_bytes * million / GB * prices.cloudwatch_logs_per_gb_ingested,
+        "eventbridge": usage.eventbridge_events * prices.eventbridge_per_million_events,
     }
     return {**by_service, "total": sum(by_service.values())}
+
+
+def dynamodb_usd_per_million_by_table(
+    write_units_by_table: Mapping[str, float],
+    read_units_by_table: Mapping[str, float],
+    prices: Prices = PRICES,
+) -> dict[str, float]:
+    """USD per million events spent on each table (and "table/index"), from per-event units."""
+    tables = sorted(set(write_units_by_table) | set(read_units_by_table))
+    return {
+        table: write_units_by_table.get(table, 0.0) * prices.dynamodb_per_million_write_units
+        + read_units_by_table.get(table, 0.0) * prices.dynamodb_per_million_read_units
+        for table in tables
+    }
 
 
 def billed_lambda_seconds(wall_seconds: float) -> float:

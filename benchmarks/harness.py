@@ -25,10 +25,16 @@ from typing import Any, Protocol
 import boto3
 
 from benchmarks.accounting import (
+    EVENTBRIDGE_CHUNK_BYTES,
+    LAMBDA_PLATFORM_LOG_BYTES_PER_INVOCATION,
     PRICES,
+    SQS_CHUNK_BYTES,
     Prices,
     UsagePerEvent,
+    billed_chunks,
     billed_lambda_seconds,
+    dynamodb_usd_per_million_by_table,
+    eventbridge_billable_events,
     usd_per_million_events,
 )
 from benchmarks.metering import Bill, CallRecorder, bill, describe_tables
@@ -44,6 +50,12 @@ LAMBDA_TIMEOUT_SECONDS = 30
 # ReceiveMessage per batch handed to the function and one DeleteMessageBatch for the records
 # it acknowledged (its idle long polls are left out: they do not depend on the handler).
 ESM_RECEIVES_PER_BATCH = 1
+# What Lambda's Python runtime writes for a record of a plain `logging` logger (its default
+# handler's format): the baselines log through `logging`, so their lines carry this prefix.
+LAMBDA_STDLIB_LOG_FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t{request_id}\t%(message)s"
+LAMBDA_STDLIB_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+EXAMPLE_REQUEST_ID = "3f9c2a4e-8b1d-4c6a-9e2f-5a7b0c1d2e3f"  # a Lambda request id's length
+EMF_LINE_START = '{"_aws"'
 
 
 # ---- moto in a child process ----------------------------------------------------------------
@@ -162,16 +174,24 @@ class Implementation(Protocol):
 
 
 class ByteCounter(io.TextIOBase):
-    """A write-only text stream that keeps only the number of bytes written (log volume)."""
+    """A write-only text stream that keeps only the number of bytes written (log volume),
+    split into EMF metric documents and other log lines."""
 
     def __init__(self) -> None:
         self.bytes = 0
+        self.metric_bytes = 0
+        self._last_was_metric = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        self.bytes += len(text.encode("utf-8", errors="replace"))
+        size = len(text.encode("utf-8", errors="replace"))
+        self.bytes += size
+        if text != "\n":  # print() writes the line's end on its own
+            self._last_was_metric = text.startswith(EMF_LINE_START)
+        if self._last_was_metric:
+            self.metric_bytes += size
         return len(text)
 
 
@@ -188,6 +208,12 @@ def captured_logs(sink: ByteCounter, logger_names: Sequence[str]) -> Iterator[No
                 redirected.append((handler, handler.setStream(sink)))
         else:
             handler = logging.StreamHandler(sink)
+            handler.setFormatter(
+                logging.Formatter(
+                    LAMBDA_STDLIB_LOG_FORMAT.format(request_id=EXAMPLE_REQUEST_ID),
+                    LAMBDA_STDLIB_DATE_FORMAT,
+                )
+            )
             added.append((target, handler, target.level))
             target.addHandler(handler)
             target.setLevel(logging.INFO)
@@ -212,8 +238,33 @@ class DriveResult:
     billed_lambda_seconds: float = 0.0
     esm_sqs_requests: int = 0
     undrained: int = 0
-    log_bytes: int = 0
+    log_bytes: int = 0  # what the handler wrote (log lines and EMF metrics)
+    metric_log_bytes: int = 0  # the EMF part of log_bytes
+    eventbridge_events: int = 0  # billable EventBridge events that brought the records
+    ingest_sqs_sends: int = 0  # SQS requests of EventBridge's deliveries to the ingest queue
     failures_by_round: list[int] = field(default_factory=list)
+
+    @property
+    def platform_log_bytes(self) -> int:
+        return self.invocations * LAMBDA_PLATFORM_LOG_BYTES_PER_INVOCATION
+
+
+def arrival_charges(records: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """(billable EventBridge events, SQS send requests) of getting `records` into the queue:
+    the same for every implementation, paid before any handler runs."""
+    eventbridge = sends = 0
+    for record in records:
+        body = record["body"]
+        sends += billed_chunks(len(body.encode("utf-8")), SQS_CHUNK_BYTES)
+        try:
+            event = json.loads(body)
+        except ValueError:
+            event = None
+        if isinstance(event, dict):
+            eventbridge += eventbridge_billable_events(event)
+        else:  # not an event at all: put on a custom bus as it is, billed by its size
+            eventbridge += billed_chunks(len(body.encode("utf-8")), EVENTBRIDGE_CHUNK_BYTES)
+    return eventbridge, sends
 
 
 def drive(
@@ -225,6 +276,7 @@ def drive(
     """Feed `records` in batches of 10, then re-feed the failed ones until none fail (or the
     queue's maxReceiveCount is reached), timing the handler alone."""
     result = DriveResult(records=len(records))
+    result.eventbridge_events, result.ingest_sqs_sends = arrival_charges(records)
     sink = ByteCounter()
     pending = list(records)
     gc.collect()
@@ -255,6 +307,7 @@ def drive(
             pending = failed
     result.undrained = len(pending)
     result.log_bytes = sink.bytes
+    result.metric_log_bytes = sink.metric_bytes
     return result
 
 
@@ -306,12 +359,17 @@ def summarize(measurement: Measurement, prices: Prices = PRICES) -> dict[str, An
     run, charges = measurement.drive, measurement.bill
     events = run.records
     requests = {service: count / events for service, count in sorted(charges.requests.items())}
-    requests["sqs"] = (charges.requests.get("sqs", 0) + run.esm_sqs_requests) / events
+    # The handler's own calls plus the modelled ones around it: the event source mapping's
+    # receives and deletes, and EventBridge's sends into the ingest queue.
+    modelled_sqs = run.esm_sqs_requests + run.ingest_sqs_sends
+    requests["sqs"] = (charges.requests.get("sqs", 0) + modelled_sqs) / events
     requests["total"] = sum(requests.values())
     operations = {op: count / events for op, count in sorted(charges.operations.items())}
     operations["sqs:ReceiveMessage+DeleteMessageBatch (event source mapping, modelled)"] = (
         run.esm_sqs_requests / events
     )
+    operations["sqs:SendMessage (EventBridge target, modelled)"] = run.ingest_sqs_sends / events
+    log_bytes = run.log_bytes + run.platform_log_bytes
     usage = UsagePerEvent(
         write_units=charges.write_units / events,
         read_units=charges.read_units / events,
@@ -319,8 +377,18 @@ def summarize(measurement: Measurement, prices: Prices = PRICES) -> dict[str, An
         sqs_requests=requests["sqs"],
         invocations=run.invocations / events,
         lambda_seconds=run.billed_lambda_seconds / events,
+        log_bytes=log_bytes / events,
+        eventbridge_events=run.eventbridge_events / events,
     )
     usd = usd_per_million_events(usage, prices)
+    write_by_table = {
+        table_role(table): units / events
+        for table, units in sorted(charges.write_units_by_table.items())
+    }
+    read_by_table = {
+        table_role(table): units / events
+        for table, units in sorted(charges.read_units_by_table.items())
+    }
     delivered = sum(charges.sns_messages.get(arn, 0) for arn in measurement.consumer_topics)
     return {
         "events_per_s": events / run.wall_seconds if run.wall_seconds else 0.0,
@@ -338,14 +406,21 @@ def summarize(measurement: Measurement, prices: Prices = PRICES) -> dict[str, An
         "rounds": run.rounds,
         "failures_by_round": run.failures_by_round,
         "undrained": run.undrained,
-        "ddb_write_units_by_table_per_event": {
-            table_role(table): units / events
-            for table, units in sorted(charges.write_units_by_table.items())
-        },
+        "ddb_write_units_by_table_per_event": write_by_table,
+        "ddb_read_units_by_table_per_event": read_by_table,
+        "usd_per_million_events_by_table": dynamodb_usd_per_million_by_table(
+            write_by_table, read_by_table, prices
+        ),
         "ddb_average_item_bytes": {
             table_role(table): charges.bytes_written[table] / count
             for table, count in sorted(charges.items_written.items())
         },
         "delivered_per_consumer": delivered / max(1, measurement.consumers),
-        "log_bytes_per_event": run.log_bytes / events,
+        "log_bytes_per_event": log_bytes / events,
+        "log_bytes_per_event_by_kind": {
+            "lines": (run.log_bytes - run.metric_log_bytes) / events,
+            "emf_metrics": run.metric_log_bytes / events,
+            "lambda_platform": run.platform_log_bytes / events,
+        },
+        "eventbridge_billable_per_event": usage.eventbridge_events,
     }

@@ -141,6 +141,7 @@ class Bill:
     # Where the write units went: by table, and by "table/index" for index entries; and the
     # items written per table with their total bytes (average item size = bytes / items).
     write_units_by_table: Counter[str] = field(default_factory=Counter)
+    read_units_by_table: Counter[str] = field(default_factory=Counter)
     items_written: Counter[str] = field(default_factory=Counter)
     bytes_written: Counter[str] = field(default_factory=Counter)
 
@@ -251,6 +252,11 @@ def _add_write(
         result.bytes_written[table] += item_size(item)
 
 
+def _add_read(result: Bill, table: str, units: float) -> None:
+    result.read_units += units
+    result.read_units_by_table[table] += units
+
+
 def _add_failed_write(result: Bill, table: str, units: int) -> None:
     result.write_units += units
     result.write_units_by_table[table] += units
@@ -306,7 +312,8 @@ def _bill_dynamodb(call: ApiCall, shadow: _Shadow, result: Bill) -> None:
                         _add_write(result, table, None, shadow.write(table, None, old))
     elif operation == "GetItem":
         full = shadow.get(params["TableName"], params["Key"]) or response.get("Item")
-        result.read_units += read_units(item_size(full) if full else 0, _consistent(params))
+        units = read_units(item_size(full) if full else 0, _consistent(params))
+        _add_read(result, params["TableName"], units)
     elif operation == "BatchGetItem":
         # Each key is read as a GetItem would be, found or not ("If you request a nonexistent
         # item, it consumes the minimum read capacity units").
@@ -327,7 +334,7 @@ def _bill_dynamodb(call: ApiCall, shadow: _Shadow, result: Bill) -> None:
                         None,
                     )
                 size = item_size(full) if full else 0
-                result.read_units += read_units(size, _consistent(request))
+                _add_read(result, table, read_units(size, _consistent(request)))
     elif operation in ("Query", "Scan"):
         table = params["TableName"]
         items = response.get("Items", [])
@@ -335,7 +342,7 @@ def _bill_dynamodb(call: ApiCall, shadow: _Shadow, result: Bill) -> None:
             size = sum(item_size(i) for i in items)
         else:
             size = sum(item_size(shadow.get(table, i) or i) for i in items)
-        result.read_units += read_units(size, _consistent(params))
+        _add_read(result, table, read_units(size, _consistent(params)))
 
 
 def _bill_sns(call: ApiCall, result: Bill) -> None:

@@ -73,7 +73,7 @@ FLAT_TOLERANCE = 0.10  # cost per event within 10% across sizes counts as flat
 LOGGERS = {
     "ours": ("cxone-relay",),
     "seed_port": ("benchmarks.seed_port",),
-    "powertools": ("benchmarks.powertools_port",),
+    "powertools": (powertools_port.LOGGER_SERVICE,),
 }
 
 # Wide enough for the tables when the output is not a terminal (make, CI logs).

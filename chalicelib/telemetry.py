@@ -3,10 +3,23 @@
 Metrics go through `EphemeralMetrics`, one set per batch: several batches may be in flight in
 one process (the local stack runs them on threads), and Powertools' shared `Metrics` state
 would mix them. The process-wide `TALLY` is what the local stack's live view reads.
+
+Audit records are the bulk of the log volume (one per event decision) and CloudWatch Logs
+bills every byte ingested, so they are written compactly through the same logger: one JSON
+object per decision, `{"audit": decision, "e": event id, "i": interaction id, ...}`, without
+the level, location, timestamp and service every operational line carries (CloudWatch stamps
+each log event with its time; the log group names the function). Short names:
+
+    e  event_id        i  interaction_id     k  dedup_key (only when it is not the event id)
+    m  message_id      f  first_event_id     late  present (true) only for a late event
+
+Every other field keeps its own name. Operational lines keep Powertools' full format.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
 from collections import Counter
@@ -14,12 +27,33 @@ from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 SERVICE = "cxone-relay"
 NAMESPACE = "CXoneRelay"
+# The log record attribute that marks an audit record and holds its compact fields.
+AUDIT_RECORD_ATTRIBUTE = "audit"
+AUDIT_SHORT_NAMES = {
+    "event_id": "e",
+    "interaction_id": "i",
+    "dedup_key": "k",
+    "message_id": "m",
+    "first_event_id": "f",
+}
 
-logger = Logger(service=SERVICE)
+
+class RelayLogFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON lines, except audit records: those are their compact fields alone."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, AUDIT_RECORD_ATTRIBUTE, None)
+        if not isinstance(fields, dict):
+            return super().format(record)
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+logger = Logger(service=SERVICE, logger_formatter=RelayLogFormatter())
 
 
 class Tally:
@@ -86,6 +120,18 @@ class BatchMetrics:
             metrics.flush_metrics(raise_on_empty_metrics=False)
 
 
+def audit_fields(decision: str, **fields: Any) -> dict[str, Any]:
+    """The compact audit record of one decision (see the module's docstring for the names)."""
+    record: dict[str, Any] = {"audit": decision}
+    for name, value in fields.items():
+        if value is None or (name == "late" and value is False):
+            continue
+        if name == "dedup_key" and value == fields.get("event_id"):
+            continue  # the usual case (CXone eventId, EventBridge id): said once, as `e`
+        record[AUDIT_SHORT_NAMES.get(name, name)] = value
+    return record
+
+
 def audit(decision: str, **fields: Any) -> None:
     """One audit record per event decision: ids and reasons only, never payload contents."""
-    logger.info("audit", extra={"audit": {"decision": decision, **fields}})
+    logger.info(decision, extra={AUDIT_RECORD_ATTRIBUTE: audit_fields(decision, **fields)})

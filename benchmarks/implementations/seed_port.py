@@ -15,9 +15,12 @@ goroutines did. Events are processed sequentially; the tutorial's 10 ms sleep is
 What is kept equal across the benchmark, so that the comparison is about the delivery design
 and not about validation or payloads: validation is the project's own (`validate_record`, so
 all three implementations accept and reject the same events) and the published message is
-the project's delivered message with its attributes. A duplicate is acknowledged (the seed
-returned an error for it, which on SQS would loop until the DLQ), and so is an invalid event
-(the seed logged it; its dedup mark was already written, so a retry could never succeed).
+the project's delivered message with its attributes. Logging is what a production build of it
+would keep: one line per record (the seed's per-consumer AUDIT lines folded into its PIPELINE
+line), through `logging`, as Lambda's Python runtime formats it. A duplicate is acknowledged
+(the seed returned an error for it, which on SQS would loop until the DLQ), and so is an
+invalid event (the seed logged it; its dedup mark was already written, so a retry could never
+succeed).
 """
 
 from __future__ import annotations
@@ -131,15 +134,15 @@ class SeedPort:
         for consumer, future in futures.items():
             try:
                 future.result()
-                logger.info(
-                    "AUDIT: [%s] processed interaction %s stage %s",
-                    consumer,
-                    event.interaction_id,
-                    event.stage,
-                )
             except ClientError as error:
                 errors.append(f"{consumer}: {error.response['Error']['Code']}")
-        logger.info("PIPELINE: event %s ingested", event.event_id)
+        logger.info(
+            "PIPELINE: event %s ingested: interaction %s stage %s, %d consumers",
+            event.event_id,
+            event.interaction_id,
+            event.stage,
+            len(futures) - len(errors),
+        )
         if errors:
             raise RuntimeError(f"fan-out failed: {errors}")
 

@@ -1,4 +1,4 @@
-"""Amazon Connect profile: DESIGN.md "Inbound event, Amazon Connect profile" (a contract).
+"""Amazon Connect profile: the inbound-event contract for Amazon Connect.
 
 Amazon Connect publishes contact events natively (source `aws.connect`, detail-type `Amazon
 Connect Contact Event`) on the account's default bus. AWS documents them as unordered and best

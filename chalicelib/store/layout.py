@@ -1,14 +1,22 @@
 """The event store's item layout: the events table and the time index beside it.
 
-Events table, one item per delivered event:
+Events table, one item per delivered event (short attribute names: every byte is billed on
+every write, and a stored event is written once per event):
 
     pk           interaction id                      -> an interaction's timeline
     sk           "E#" + dedup key                    -> also the dedup record (delivered)
-    time_sort    occurred_at # interaction # order # event id   (window order and positions)
-    msg          the delivered message, zlib-compressed JSON (fewer write units)
-    sha          payload fingerprint, to count same-key-different-payload conflicts
-    occurred_at, event_id, seq   plain attributes for ordering without decompressing
-    expires_at   TTL (store retention); readers never rely on TTL deletion timing
+    t            time_sort: occurred_at # interaction # order # event id   (window order,
+                 positions, and the order fields: nothing else stores them)
+    m            the delivered message without the fields `pk` and `t` already hold
+                 (interaction_id, occurred_at, sequence, event_id), zlib-compressed JSON
+    sha          payload fingerprint, to count same-key-different-payload conflicts (the
+                 ledger reads it by this name)
+    expires_at   TTL (store retention; the table's TTL attribute); readers never rely on TTL
+                 deletion timing
+
+Items written before this layout stay readable: they hold `time_sort` instead of `t`, the
+whole message in `msg` (zlib-compressed, or plain JSON), and `occurred_at`, `event_id`,
+`seq` beside it; readers take either shape (`stored_time_sort`, `decode_message`).
 
 The item is written only once the event reached every consumer, so "stored" means
 "delivered" and a re-sent event finds its dedup record here.
@@ -92,14 +100,71 @@ def time_sort(message: dict[str, Any]) -> str:
     )
 
 
+# The message fields an events item holds in its key and time_sort instead of in `m`.
+_FIELDS_IN_KEYS = ("interaction_id", "occurred_at", "sequence", "event_id")
+ZLIB_LEVEL = 9  # the smallest output; the messages are small enough that the CPU is noise
+
+
 def encode_message(message: dict[str, Any]) -> bytes:
-    raw = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return zlib.compress(raw, 6)
+    """`m`: the message without the fields the item's key and time_sort hold, compressed."""
+    rest = {name: value for name, value in message.items() if name not in _FIELDS_IN_KEYS}
+    raw = json.dumps(rest, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return zlib.compress(raw, ZLIB_LEVEL)
+
+
+def json_blob(blob: bytes) -> dict[str, Any]:
+    # Plain JSON starts with "{"; a zlib stream never does (its first byte is 0x78 or 0x08-0x68).
+    raw = blob if blob[:1] == b"{" else zlib.decompress(blob)
+    return json.loads(raw.decode("utf-8"))
+
+
+@dataclass(frozen=True)
+class OrderFields:
+    """What ordering needs of a stored item, read from its time_sort (no decompression)."""
+
+    occurred_at: str
+    sequence: int | None
+    event_id: str
+
+
+def stored_time_sort(item: dict[str, Any]) -> str:
+    """The time_sort of a low-level events item, of either layout."""
+    return (item.get("t") or item["time_sort"])["S"]
+
+
+def order_fields(item: dict[str, Any]) -> OrderFields:
+    """occurred_at, sequence and event id of a low-level events item, from its time_sort.
+
+    time_sort is "<occurred_at>#<interaction id>#<order>#<event id>": occurred_at holds no
+    "#", the interaction id is the item's pk (so a "#" inside it is no ambiguity), the order
+    is 12 digits or "-", and the event id is the rest.
+    """
+    position = stored_time_sort(item)
+    occurred_at, _, rest = position.partition("#")
+    order, _, event_id = rest[len(item["pk"]["S"]) + 1 :].partition("#")
+    return OrderFields(
+        occurred_at=occurred_at,
+        sequence=None if order == "-" else int(order),
+        event_id=event_id,
+    )
 
 
 def decode_message(item: dict[str, Any]) -> dict[str, Any]:
-    """The delivered message of a low-level (attribute-typed) item."""
-    return json.loads(zlib.decompress(item["msg"]["B"]).decode("utf-8"))
+    """The delivered message of a low-level events item, of either layout."""
+    if "m" not in item:  # written before the compact layout: the whole message
+        return json_blob(item["msg"]["B"])
+    rest = json_blob(item["m"]["B"])
+    fields = order_fields(item)
+    # Back in the delivered message's own field order: ids first, the order fields just
+    # before received_at.
+    message: dict[str, Any] = {"event_id": fields.event_id, "interaction_id": item["pk"]["S"]}
+    order = {"sequence": fields.sequence, "occurred_at": fields.occurred_at}
+    for name, value in rest.items():
+        if name == "received_at":
+            message.update(order)
+        message[name] = value
+    message.update({name: value for name, value in order.items() if name not in message})
+    return message
 
 
 def event_key(interaction_id: str, dedup_key: str) -> dict[str, dict[str, str]]:
@@ -119,18 +184,13 @@ def event_item(
     now: datetime,
 ) -> dict[str, Any]:
     """The low-level item for one delivered message."""
-    item: dict[str, Any] = {
+    return {
         **event_key(message["interaction_id"], dedup_key),
-        "time_sort": {"S": time_sort(message)},
-        "occurred_at": {"S": message["occurred_at"]},
-        "event_id": {"S": message["event_id"]},
-        "msg": {"B": encode_message(message)},
+        "t": {"S": time_sort(message)},
+        "m": {"B": encode_message(message)},
         "sha": {"S": payload_sha256},
         "expires_at": _expires_at(now, retention_days),
     }
-    if isinstance(message.get("sequence"), int):
-        item["seq"] = {"N": str(message["sequence"])}
-    return item
 
 
 # ---- time index -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Read-side queries over the event store: an interaction's timeline and time windows.
 
-Only Query and BatchGetItem, never Scan (see store.py for the item layout):
+Only Query and BatchGetItem, never Scan (see layout.py for the item layout):
 - timeline: the interaction's partition (pk = interaction id), sorted by order key;
 - window: the time-index table, one day after another from `since` to `until`; each day's
   shards are queried from the first second needed and merged second by second (every item of
@@ -46,6 +46,8 @@ from chalicelib.store.layout import (
     decode_message,
     decode_time_index_item,
     event_sort_key,
+    order_fields,
+    stored_time_sort,
     time_index_second,
 )
 
@@ -136,26 +138,8 @@ class WindowPage:
 # ---- pure helpers ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _OrderFields:
-    """What ordering needs of a stored item, from its plain attributes (no decompression)."""
-
-    event_id: str
-    sequence: int | None
-    occurred_at: str
-
-
-def _order_fields(item: dict[str, Any]) -> _OrderFields:
-    seq = item.get("seq")
-    return _OrderFields(
-        event_id=item["event_id"]["S"],
-        sequence=int(seq["N"]) if seq is not None else None,
-        occurred_at=item["occurred_at"]["S"],
-    )
-
-
 def _position_of(item: dict[str, Any]) -> TimelinePosition:
-    fields = _order_fields(item)
+    fields = order_fields(item)
     sequence = sequence_key(fields) if fields.sequence is not None else None
     return TimelinePosition(sequence=sequence, time=time_key(fields))
 
@@ -163,8 +147,8 @@ def _position_of(item: dict[str, Any]) -> TimelinePosition:
 def sort_timeline(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
     """Items in the pipeline's order-key order (ordering.sort_interaction), and whether
     sequences were the key (every event has one) or times were."""
-    by_sequence = all(_order_fields(item).sequence is not None for item in items)
-    return sort_interaction(items, _order_fields), by_sequence
+    by_sequence = all(order_fields(item).sequence is not None for item in items)
+    return sort_interaction(items, order_fields), by_sequence
 
 
 def after_position(
@@ -176,8 +160,8 @@ def after_position(
     (an event without a sequence arrived, or one expired).
     """
     if by_sequence and position.sequence is not None:
-        return [i for i in items if sequence_key(_order_fields(i)) > position.sequence]
-    return [i for i in items if time_key(_order_fields(i)) > position.time]
+        return [i for i in items if sequence_key(order_fields(i)) > position.sequence]
+    return [i for i in items if time_key(order_fields(i)) > position.time]
 
 
 def json_size(message: dict[str, Any]) -> int:
@@ -579,12 +563,12 @@ def _interaction_window(
     now_epoch = _epoch(now)
     candidates = []
     for item in interaction_items(dynamodb, table, window_filter.interaction_id):
-        occurred_at = item["occurred_at"]["S"]
-        position = item["time_sort"]["S"]
+        occurred_at = order_fields(item).occurred_at
+        position = stored_time_sort(item)
         in_window = window_filter.since <= occurred_at < window_filter.until
         if in_window and (after is None or position > after) and not _expired(item, now_epoch):
             candidates.append(item)
-    candidates.sort(key=lambda item: item["time_sort"]["S"])
+    candidates.sort(key=stored_time_sort)
     events: list[StoredEvent] = []
     last_examined: str | None = None
     size = 0
@@ -596,6 +580,6 @@ def _interaction_window(
             size += json_size(message)
             if max_bytes is not None and events and size > max_bytes:
                 return WindowPage(events, last_examined, exhausted=False)
-            events.append(StoredEvent(item["time_sort"]["S"], message))
-        last_examined = item["time_sort"]["S"]
+            events.append(StoredEvent(stored_time_sort(item), message))
+        last_examined = stored_time_sort(item)
     return WindowPage(events, last_examined, exhausted=True)

@@ -7,122 +7,37 @@ The event store is seeded with items made by `store.event_item` and
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
 import socket
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import boto3
 import pytest
 from chalice import Chalice
 from chalice.test import Client
 
 from chalicelib.api.blueprint import api
-from chalicelib.config import load_settings
 from chalicelib.formats import rfc3339, utc_now
-from chalicelib.runtime import Runtime, get_runtime, reset_runtime
-from chalicelib.stack import stack_spec
+from chalicelib.runtime import Runtime, reset_runtime
 from chalicelib.store import layout as store
-from scripts.provisioning.infra import Clients, provision_infrastructure
 from tests.support.helpers import DELIVERED_FIELDS, seed_store
-
-REGION = "us-east-1"  # as tests/conftest.py
-STAGE_CHANGED = "Interaction.Lifecycle.StageChanged"
-ROUTING = "Routing.StateChanged"
-
-
-# ---- helpers shared with test_replay_jobs ---------------------------------------------------
-
-
-def delivered(
-    interaction_id: str,
-    event_id: str,
-    occurred_at: str,
-    *,
-    sequence: int | None = None,
-    detail_type: str = STAGE_CHANGED,
-    late: bool = False,
-) -> dict[str, Any]:
-    """A delivered message as the pipeline stores it (the delivered-message contract)."""
-    stage = "Connected" if detail_type == STAGE_CHANGED else None
-    state = None if detail_type == STAGE_CHANGED else "Available"
-    detail: dict[str, Any] = {"interaction.id": interaction_id}
-    if sequence is not None:
-        detail["sequence"] = sequence
-    return {
-        "event_id": event_id,
-        "interaction_id": interaction_id,
-        "participant_id": "agent-17",
-        "detail_type": detail_type,
-        "stage": stage,
-        "state": state,
-        "sequence": sequence,
-        "occurred_at": occurred_at,
-        "received_at": occurred_at,
-        "late": late,
-        "replay": False,
-        "replay_job_id": None,
-        "source": "com.nice.cxone.interactions",
-        "event": {"id": event_id, "detail-type": detail_type, "detail": detail},
-    }
-
-
-def seed(runtime: Runtime, messages: list[dict[str, Any]]) -> None:
-    """Store the messages as the pipeline does: events items and, per batch of 10, the
-    batch's time-index items."""
-    seed_store(runtime.dynamodb, runtime.settings, messages, executor=runtime.executor)
-
-
-def at(base: datetime, seconds: float) -> str:
-    return rfc3339(base + timedelta(seconds=seconds))
-
-
-def make_client() -> Iterator[Client]:
-    """A chalice.test.Client over a small app holding just the blueprint."""
-    app = Chalice("test")
-    app.register_blueprint(api)
-    with Client(app, stage_name="test") as chalice_client:
-        yield chalice_client
-
-
-@contextlib.contextmanager
-def shared_stage_environment() -> Iterator[dict[str, str]]:
-    """A provisioned stage for a whole module (provisioning takes about a second per stage);
-    its tests keep apart by seeding their own interactions on their own days."""
-    env = {
-        "RELAY_APP": "relay",
-        "RELAY_STAGE": "s" + uuid.uuid4().hex[:10],
-        "RELAY_ACCOUNT_ID": "123456789012",
-        "AWS_REGION": REGION,
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        provision_infrastructure(
-            Clients.from_session(boto3.Session(region_name=REGION)),
-            stack_spec(load_settings()),
-            False,
-        )
-        yield env
-
-
-def runtime_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    """A fresh Runtime of a shared stage, for one test."""
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    reset_runtime()
-    try:
-        yield get_runtime()
-    finally:
-        reset_runtime()
+from tests.support.replay_stage import (
+    ROUTING,
+    STAGE_CHANGED,
+    at,
+    delivered,
+    make_client,
+    runtime_of,
+    seed,
+    seed_legacy,
+    shared_stage_environment,
+)
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +137,29 @@ def test_timeline_orders_by_time_when_some_events_lack_a_sequence(
     assert status == 200
     assert [e["event_id"] for e in body["events"]] == ["c", "b", "d", "a"]
     assert body["next_cursor"] is None
+
+
+def test_items_of_the_earlier_layout_stay_readable(client: Client, stage: Runtime) -> None:
+    """Events stored before the compact layout (time_sort, msg compressed or plain JSON,
+    occurred_at/event_id/seq beside it) are served by the timeline and both window plans,
+    in order among new items, with their messages unchanged."""
+    day = datetime(2026, 12, 9, 9, 0, tzinfo=UTC)
+    messages = [
+        delivered("int-legacy#1", f"lg-{n}", at(day, n), sequence=n, late=n == 3) for n in range(6)
+    ]
+    seed(stage, messages[0::2])
+    seed_legacy(stage, messages[1::2])  # one compressed, one plain, one compressed
+
+    timeline, _ = walk(client, f"/interactions/{quote('int-legacy#1', safe='')}/events", limit=2)
+    assert timeline == messages
+
+    since, until = at(day, -1), at(day, 60)
+    window, _ = walk(client, "/replay", since=since, until=until, limit=4)
+    assert window == messages
+    one, _ = walk(
+        client, "/replay", since=since, until=until, interaction_id="int-legacy#1", limit=4
+    )
+    assert one == messages
 
 
 def test_timeline_of_unknown_interaction_is_empty(client: Client) -> None:

@@ -22,7 +22,7 @@ from chalicelib.replay import jobs as replay_jobs
 from chalicelib.replay.jobs import ConsumerProgress, RunOutcome, advance_progress
 from chalicelib.runtime import Runtime, reset_runtime
 from chalicelib.store.queries import StoredEvent
-from tests.integration.test_replay_api import (
+from tests.support.replay_stage import (
     ROUTING,
     STAGE_CHANGED,
     at,
@@ -30,6 +30,7 @@ from tests.integration.test_replay_api import (
     make_client,
     runtime_of,
     seed,
+    seed_legacy,
     shared_stage_environment,
 )
 
@@ -271,6 +272,31 @@ def test_job_delivers_matching_events_to_named_consumers_only(
             sequence = [r["sequence"] for r in received if r["interaction_id"] == interaction]
             assert sequence == sorted(sequence)
     assert drain(stage, queues["analytics-sink"]) == []
+
+
+def test_job_re_drives_items_of_the_earlier_layout_unchanged(
+    client: Client, stage: Runtime, win: Window, queues: dict[str, str]
+) -> None:
+    """Events stored before the compact layout (whole message in `msg`, compressed or plain)
+    are re-driven like new ones: the stored message, marked as a replay."""
+    messages = win.events(12)
+    seed(stage, messages[0::2])
+    seed_legacy(stage, messages[1::2])
+    status, created = post_job(
+        client, {"since": win.since, "until": win.until, "consumers": ["crm-updater"]}
+    )
+    assert status == 202
+    drive_worker(client, stage)
+    assert job_status(client, created["job_id"])[1]["status"] == "done"
+    expected = {m["event_id"]: m for m in win.inside(messages)}
+    received = drain(stage, queues["crm-updater"])
+    assert sorted(r["event_id"] for r in received) == sorted(expected)
+    for body in received:
+        assert body == {
+            **expected[body["event_id"]],
+            "replay": True,
+            "replay_job_id": created["job_id"],
+        }
 
 
 def test_job_for_one_interaction(

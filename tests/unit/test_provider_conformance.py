@@ -153,7 +153,7 @@ def fixture_name(path: Path) -> str:
 
 
 def expected_dedup_key(provider: str, event: dict[str, Any]) -> str:
-    """Each profile's dedup key, from DESIGN's tables."""
+    """Each profile's dedup key, from the profile contracts."""
     detail = event["detail"]
     if provider == "genesys":
         return f"{detail['topicName']}|{sha256_hex(canonical_json(detail['eventBody']))}"

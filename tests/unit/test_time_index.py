@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -177,3 +178,56 @@ def test_query_limit_is_bounded_and_covers_a_shards_share(
     if limit < 100:
         # Enough items for this shard's share of the wanted entries, and one to spare.
         assert (limit - 1) * shards * max(entries_per_item, 1.0) >= wanted - 1e-9
+
+
+# ---- events items: compact layout -------------------------------------------------------------
+
+
+@given(
+    interaction_id=st.text(min_size=1, max_size=64),
+    event_id=st.text(min_size=1, max_size=128),
+    sequence=st.one_of(st.none(), st.integers(min_value=0, max_value=10**15)),
+    millisecond=st.integers(min_value=0, max_value=86_399_999),
+)
+def test_events_item_round_trips_and_stores_each_field_once(
+    interaction_id: str, event_id: str, sequence: int | None, millisecond: int
+) -> None:
+    occurred = datetime(2026, 11, 29, tzinfo=UTC) + timedelta(milliseconds=millisecond)
+    original = {
+        **message(
+            occurred.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millisecond % 1000:03d}Z",
+            interaction_id=interaction_id,
+            sequence=sequence,
+            event_id=event_id,
+        ),
+        "received_at": "2026-11-29T09:00:06.000Z",
+        "late": False,
+        "event": {"id": event_id, "detail": {"note": "é#" * 20}},
+    }
+    item = store.event_item(
+        original, dedup_key="k#1", payload_sha256="0" * 64, retention_days=30, now=NOW
+    )
+    assert set(item) == {"pk", "sk", "t", "m", "sha", "expires_at"}
+    assert store.decode_message(item) == original
+    fields = store.order_fields(item)
+    assert (fields.occurred_at, fields.sequence, fields.event_id) == (
+        original["occurred_at"],
+        sequence,
+        event_id,
+    )
+    # The compressed part holds none of what the key and time_sort already say.
+    rest = store.json_blob(item["m"]["B"])
+    assert not {"interaction_id", "occurred_at", "sequence", "event_id"} & set(rest)
+
+
+def test_a_large_event_is_stored_in_fewer_write_units_than_its_json() -> None:
+    words = " ".join(f"utterance {n} about the invoice and the refund" for n in range(120))
+    original = {
+        **message("2026-11-29T09:00:01.250Z"),
+        "event": {"detail": {"eventBody": {"transcripts": [{"utteranceText": words}]}}},
+    }
+    item = store.event_item(
+        original, dedup_key="k", payload_sha256="0" * 64, retention_days=30, now=NOW
+    )
+    plain = len(json.dumps(original).encode())
+    assert write_units(item_size(item)) <= 0.6 * write_units(plain)
