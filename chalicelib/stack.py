@@ -251,9 +251,7 @@ def _grants(settings: Settings) -> dict[FunctionName, list[Grant]]:
                 ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"),
                 (names.events_table,),
             ),
-            Grant(
-                "IndexEvents", "table", ("dynamodb:BatchWriteItem",), (names.time_index_table,)
-            ),
+            Grant("IndexEvents", "table", ("dynamodb:BatchWriteItem",), (names.time_index_table,)),
         ],
         "replay_worker": [
             Grant("ConsumeReplayQueue", "queue", CONSUME_QUEUE, (names.replay_queue,)),
@@ -402,8 +400,7 @@ def stack_spec(settings: Settings) -> StackSpec:
         secrets=(
             SecretSpec(
                 names.push_secret,
-                "HMAC key of POST /events (rotate: python -m scripts.provision "
-                "rotate-push-secret)",
+                "HMAC key of POST /events (rotate: python -m scripts.provision rotate-push-secret)",
             ),
             SecretSpec(names.cursor_key_secret, "Signing key of the REST API's page cursors"),
         ),
