@@ -16,6 +16,8 @@ from chalicelib.api.blueprint import api
 from chalicelib.config import load_settings, names_from_environment
 from chalicelib.console.blueprint import console_api
 from chalicelib.push.blueprint import push_api
+from chalicelib.timing import EVENT_SOURCES
+from chalicelib.tracing import traced
 
 # Fail at cold start, naming the variable, rather than on the first event.
 load_settings()
@@ -32,10 +34,11 @@ app.register_blueprint(console_api)
 
 @app.on_sqs_message(
     queue=NAMES.ingest_queue,
-    batch_size=10,
-    maximum_batching_window_in_seconds=1,
+    batch_size=EVENT_SOURCES["ingest"].batch_size,
+    maximum_batching_window_in_seconds=EVENT_SOURCES["ingest"].maximum_batching_window_in_seconds,
     name="ingest",
 )
+@traced
 def ingest(event: SQSEvent) -> dict[str, Any]:
     from chalicelib.ingest.batch import handle_ingest
     from chalicelib.runtime import get_runtime
@@ -44,6 +47,7 @@ def ingest(event: SQSEvent) -> dict[str, Any]:
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="refresh_token")
+@traced
 def refresh_token(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib.cxone.tokens import scheduled_refresh
     from chalicelib.runtime import get_runtime

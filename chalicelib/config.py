@@ -64,6 +64,7 @@ class ResourceNames:
     token_secret: str
     credentials_secret: str
     push_secret: str
+    cursor_key_secret: str
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ class Settings:
     time_index_shards: int = 4
     connect_enabled: bool = True
     connect_event_bus: str = DEFAULT_EVENT_BUS
+    # After a push-secret rotation the previous secret is still accepted this long, measured
+    # from the new version's creation, so senders can switch without downtime.
+    push_secret_overlap_seconds: int = 24 * 3600
+    # A page cursor is refused this long after it was issued.
+    cursor_ttl_seconds: int = 3600
 
     @property
     def prefix(self) -> str:
@@ -159,6 +165,7 @@ def resource_names(
         token_secret=pick("RELAY_TOKEN_SECRET", "cxone-token"),
         credentials_secret=pick("RELAY_CREDENTIALS_SECRET", "cxone-credentials"),
         push_secret=pick("RELAY_PUSH_SECRET", "push-signing-secret"),
+        cursor_key_secret=pick("RELAY_CURSOR_KEY_SECRET", "cursor-signing-key"),
     )
 
 
@@ -217,6 +224,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         time_index_shards=env_int(env, "RELAY_TIME_INDEX_SHARDS", 4, minimum=1),
         connect_enabled=connect,
         connect_event_bus=connect_bus,
+        push_secret_overlap_seconds=env_int(
+            env, "RELAY_PUSH_SECRET_OVERLAP_SECONDS", 24 * 3600, minimum=0
+        ),
+        cursor_ttl_seconds=env_int(env, "RELAY_CURSOR_TTL_SECONDS", 3600, minimum=1),
     )
 
 

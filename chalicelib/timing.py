@@ -1,17 +1,21 @@
-"""The single table of function timeouts, and every duration derived from them.
+"""The single table of function settings, and every duration derived from them.
 
 A queue read by a function must keep a message invisible for at least six times that
 function's timeout (AWS's advice for SQS event sources, and Lambda refuses a mapping whose
 queue visibility is below the function timeout); the stuck-claim age and the lease follow
-from the ingest timeout. Keeping them here, and deriving the rest, is what stops a timeout
-changed in one place from breaking another (`.chalice/config.json` must agree: a test checks).
+from the ingest timeout. Keeping timeouts, memory, concurrency and batch settings here, and
+deriving the rest, is what stops a value changed in one place from breaking another:
+`.chalice/config.json`'s `lambda_functions` are generated from this table
+(`python -m scripts.package --write-config`) and packaging refuses a config that differs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 FunctionName = Literal["ingest", "replay_worker", "refresh_token", "api_handler"]
+FUNCTIONS: tuple[FunctionName, ...] = ("ingest", "replay_worker", "refresh_token", "api_handler")
 
 # Per stage and function: the Lambda timeout in seconds. "local" is the local stack's stage:
 # short, so that retries take seconds.
@@ -23,11 +27,48 @@ FUNCTION_TIMEOUT_SECONDS: dict[str, dict[FunctionName, int]] = {
 # Stages not named above (a test's or a user's own) run with dev's timeouts.
 DEFAULT_TIMING_STAGE = "dev"
 
+FUNCTION_MEMORY_MB: dict[FunctionName, int] = {
+    "ingest": 512,
+    "replay_worker": 512,
+    "refresh_token": 256,
+    "api_handler": 512,
+}
+# Reserved concurrency: ingest's caps the write rate on the tables (and so the bill) whatever
+# the backlog; the API's keeps a flood on the public POST /events from starving the account's
+# other functions. The schedule and the one-job-at-a-time worker need none.
+RESERVED_CONCURRENCY: dict[str, dict[FunctionName, int]] = {
+    "dev": {"ingest": 10, "api_handler": 10},
+    "prod": {"ingest": 50, "api_handler": 50},
+}
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """An SQS event source mapping's batching, within Lambda's limits for a standard queue."""
+
+    batch_size: int
+    maximum_batching_window_in_seconds: int
+
+
+# Lambda's limits for a standard queue: batch size 1-10000, and above 10 a batching window of
+# at least 1 s; the window is at most 300 s. (A FIFO queue allows at most 10, no window.)
+SQS_BATCH_SIZE_MAX = 10_000
+SQS_BATCH_SIZE_WITHOUT_WINDOW_MAX = 10
+SQS_BATCHING_WINDOW_MAX_SECONDS = 300
+EVENT_SOURCES: dict[FunctionName, BatchSettings] = {
+    "ingest": BatchSettings(batch_size=10, maximum_batching_window_in_seconds=1),
+    # One job per invocation: a job can take the whole timeout.
+    "replay_worker": BatchSettings(batch_size=1, maximum_batching_window_in_seconds=0),
+}
+
 VISIBILITY_FACTOR = 6
 # Ordering waits (a newer event waiting on an older one) also count as receives, and each
 # retry backs off (2 s, 4 s, … 60 s): 12 receives is several minutes before the DLQ.
 MAX_RECEIVE_COUNT = 12
 RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: a DLQ keeps what it holds for two weeks
+# CloudWatch Logs retention of the functions' and the API's log groups, per stage.
+LOG_RETENTION_DAYS: dict[str, int] = {"prod": 90}
+DEFAULT_LOG_RETENTION_DAYS = 14
 
 
 def function_timeout_seconds(function: FunctionName, stage: str) -> int:
@@ -42,3 +83,11 @@ def ingest_timeout_seconds(stage: str) -> int:
 def queue_visibility_seconds(reader: FunctionName, stage: str) -> int:
     """Visibility timeout of a queue that `reader` consumes."""
     return VISIBILITY_FACTOR * function_timeout_seconds(reader, stage)
+
+
+def reserved_concurrency(function: FunctionName, stage: str) -> int | None:
+    return RESERVED_CONCURRENCY.get(stage, {}).get(function)
+
+
+def log_retention_days(stage: str) -> int:
+    return LOG_RETENTION_DAYS.get(stage, DEFAULT_LOG_RETENTION_DAYS)

@@ -19,6 +19,8 @@ from chalice import Blueprint, IAMAuthorizer, Response
 from chalice.app import Request, SQSEvent
 
 from chalicelib.config import names_from_environment
+from chalicelib.timing import EVENT_SOURCES
+from chalicelib.tracing import traced
 
 
 def _fresh(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +82,7 @@ def _request() -> Request:
 
 
 @api.route("/interactions/{interaction_id}/events", methods=["GET"], authorizer=IAM)
+@traced
 def interaction_events(interaction_id: str) -> dict[str, Any]:
     """One interaction's stored events, in order-key order."""
     from chalicelib.api import routes as api_routes
@@ -88,6 +91,7 @@ def interaction_events(interaction_id: str) -> dict[str, Any]:
 
 
 @api.route("/replay", methods=["GET"], authorizer=IAM)
+@traced
 def replay_listing() -> dict[str, Any]:
     """Stored events with since <= occurred_at < until, chronological."""
     from chalicelib.api import routes as api_routes
@@ -96,6 +100,7 @@ def replay_listing() -> dict[str, Any]:
 
 
 @api.route("/replay/jobs", methods=["POST"], authorizer=IAM)
+@traced
 def start_replay_job() -> Response:
     """Record a re-drive job and queue it; the worker does the publishing."""
     from chalicelib.api import routes as api_routes
@@ -104,13 +109,19 @@ def start_replay_job() -> Response:
 
 
 @api.route("/replay/jobs/{job_id}", methods=["GET"], authorizer=IAM)
+@traced
 def replay_job_status(job_id: str) -> dict[str, Any]:
     from chalicelib.api import routes as api_routes
 
     return api_routes.replay_job_status(job_id)
 
 
-@api.on_sqs_message(queue=names_from_environment().replay_queue, batch_size=1, name="replay_worker")
+@api.on_sqs_message(
+    queue=names_from_environment().replay_queue,
+    batch_size=EVENT_SOURCES["replay_worker"].batch_size,
+    name="replay_worker",
+)
+@traced
 def replay_worker(event: SQSEvent) -> None:
     """Run the job named by each message (batch size 1: one job per invocation)."""
     from chalicelib.api import routes as api_routes

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from chalice import Blueprint, Response
 
+from chalicelib.tracing import traced
+
 
 def build_push_blueprint() -> Blueprint:
     """A new blueprint holding the route.
@@ -22,6 +24,7 @@ def build_push_blueprint() -> Blueprint:
     blueprint = Blueprint(__name__)
 
     @blueprint.route("/events", methods=["POST"], content_types=["application/json"])
+    @traced
     def post_events() -> Response:
         # Imported on first use: only the API function pays for it (see app.py).
         from chalicelib.push.handler import handle_push

@@ -30,6 +30,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws import error_code
+from chalicelib.errors import DependencyUnavailable
 from chalicelib.formats import parse_rfc3339, sha256_hex, shown
 from chalicelib.model import InvalidEvent
 from chalicelib.providers.validation import parse_body, validate_event
@@ -181,25 +183,34 @@ def replay_expires_at(signed: SignatureHeaders) -> int:
 # --------------------------------------------------------------------------- adapters
 
 
-class SecretUnavailable(Exception):
+class SecretUnavailable(DependencyUnavailable):
     """The signing secret cannot be read; the message is safe to return (503)."""
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
+@dataclass(frozen=True)
+class SigningKeys:
+    """The secret's AWSCURRENT value, when that version was made, and AWSPREVIOUS (if any)."""
+
+    current: str
+    current_created_at: float  # Unix seconds
+    previous: str | None = None
+
+    def accepted(self, now: float, overlap_seconds: float) -> list[str]:
+        """The secrets a signature may be made with at `now`: the current one, and the
+        previous one until `overlap_seconds` after the current one was created."""
+        keys = [self.current]
+        if self.previous and now - self.current_created_at < overlap_seconds:
+            keys.append(self.previous)
+        return keys
 
 
-def read_signing_secret(secrets_client: Any, name: str) -> str:
-    """The shared secret (the whole SecretString), or SecretUnavailable saying what to do."""
+def _read_version(secrets_client: Any, name: str, stage: str) -> dict[str, Any] | None:
     try:
-        response = secrets_client.get_secret_value(SecretId=name)
+        return secrets_client.get_secret_value(SecretId=name, VersionStage=stage)
     except ClientError as error:
-        code = _error_code(error)
+        code = error_code(error)
         if code == "ResourceNotFoundException":
-            raise SecretUnavailable(
-                f"POST /events is not set up: the signing secret {name} does not exist; "
-                f"run `{PROVISION_HINT}` for this stage"
-            ) from None
+            return None
         if code == "InvalidRequestException":
             raise SecretUnavailable(
                 f"the signing secret {name} cannot be read (scheduled for deletion?); restore "
@@ -210,39 +221,60 @@ def read_signing_secret(secrets_client: Any, name: str) -> str:
     except BotoCoreError as error:
         logger.warning("push signing secret unreadable", extra={"error": type(error).__name__})
         raise SecretUnavailable("the signing secret cannot be read right now; retry") from None
-    value = response.get("SecretString")
+
+
+def _created_at(response: Mapping[str, Any]) -> float:
+    created = response.get("CreatedDate")
+    return created.timestamp() if isinstance(created, datetime) else 0.0
+
+
+def read_signing_keys(secrets_client: Any, name: str) -> SigningKeys:
+    """The shared secret's current and previous versions, or SecretUnavailable saying what
+    to do. A version's SecretString is the raw key."""
+    current = _read_version(secrets_client, name, "AWSCURRENT")
+    if current is None:
+        raise SecretUnavailable(
+            f"POST /events is not set up: the signing secret {name} does not exist; "
+            f"run `{PROVISION_HINT}` for this stage"
+        )
+    value = current.get("SecretString")
     if not value:
         raise SecretUnavailable(
             f"the signing secret {name} holds no value; run `{PROVISION_HINT}` for this stage"
         )
-    return value
+    previous = _read_version(secrets_client, name, "AWSPREVIOUS")
+    return SigningKeys(
+        current=value,
+        current_created_at=_created_at(current),
+        previous=(previous or {}).get("SecretString") or None,
+    )
 
 
 @dataclass
-class _CachedSecret:
-    value: str
+class _CachedKeys:
+    keys: SigningKeys
     read_at: float
 
 
 @dataclass
 class SigningSecretCache:
-    """The secret per name, kept in memory for a short while (one read per minute, not per call)."""
+    """The keys per name, kept in memory for a short while (one read per minute, not per call)."""
 
     ttl_seconds: float = SECRET_CACHE_SECONDS
     recheck_seconds: float = SECRET_RECHECK_SECONDS
     clock: Callable[[], float] = time.monotonic
-    _entries: dict[str, _CachedSecret] = field(default_factory=dict)
+    _entries: dict[str, _CachedKeys] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, secrets_client: Any, name: str) -> str:
+    def get(self, secrets_client: Any, name: str) -> SigningKeys:
         with self._lock:
             cached = self._entries.get(name)
         if cached is not None and self.clock() - cached.read_at < self.ttl_seconds:
-            return cached.value
+            return cached.keys
         return self._read(secrets_client, name)
 
-    def reread_if_due(self, secrets_client: Any, name: str) -> str | None:
-        """A fresh value after a mismatch (the secret may have been rotated); None if too soon."""
+    def reread_if_due(self, secrets_client: Any, name: str) -> SigningKeys | None:
+        """Fresh keys after a mismatch (the secret may have been rotated); None if too soon."""
         with self._lock:
             cached = self._entries.get(name)
         if cached is not None and self.clock() - cached.read_at < self.recheck_seconds:
@@ -253,11 +285,19 @@ class SigningSecretCache:
         with self._lock:
             self._entries.clear()
 
-    def _read(self, secrets_client: Any, name: str) -> str:
-        value = read_signing_secret(secrets_client, name)  # absence is not cached
+    def _read(self, secrets_client: Any, name: str) -> SigningKeys:
+        keys = read_signing_keys(secrets_client, name)  # absence is not cached
         with self._lock:
-            self._entries[name] = _CachedSecret(value, self.clock())
-        return value
+            self._entries[name] = _CachedKeys(keys, self.clock())
+        return keys
+
+
+def signed_with_any(
+    keys: SigningKeys, signed: SignatureHeaders, body: bytes, now: float, overlap: float
+) -> bool:
+    # Every accepted key is tried (no early exit), so timing does not tell which one matched.
+    results = [signature_matches(key, signed, body) for key in keys.accepted(now, overlap)]
+    return any(results)
 
 
 SIGNING_SECRETS = SigningSecretCache()
@@ -275,7 +315,7 @@ def remember_signature(dynamodb: Any, table: str, signed: SignatureHeaders) -> b
             ConditionExpression="attribute_not_exists(pk)",
         )
     except ClientError as error:
-        if _error_code(error) == "ConditionalCheckFailedException":
+        if error_code(error) == "ConditionalCheckFailedException":
             return False
         raise
     return True
@@ -363,7 +403,7 @@ def put_entries(events_client: Any, entries: Sequence[dict[str, Any]]) -> list[s
         except (BotoCoreError, ClientError) as error:
             if attempt == 0:
                 raise
-            code = _error_code(error) if isinstance(error, ClientError) else type(error).__name__
+            code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
             for index in pending:
                 outcomes[index] = PutFailure(code or "PutEventsFailed", "the retry failed")
             return outcomes
@@ -416,7 +456,7 @@ def put_batch(runtime: Runtime, events: list[Any]) -> PushResponse:
         try:
             put = put_entries(runtime.events, entries)
         except (BotoCoreError, ClientError) as error:
-            code = _error_code(error) if isinstance(error, ClientError) else type(error).__name__
+            code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
             logger.warning("push: PutEvents failed", extra={"error_code": code})
             return error_response(
                 503,
@@ -477,12 +517,13 @@ def handle_push(
     if isinstance(signed, Refused):
         return _refuse(signed)
     secret_name = settings.names.push_secret
+    overlap = settings.push_secret_overlap_seconds
     try:
-        secret = secrets.get(runtime.secretsmanager, secret_name)
-        matches = signature_matches(secret, signed, body)
+        keys = secrets.get(runtime.secretsmanager, secret_name)
+        matches = signed_with_any(keys, signed, body, now, overlap)
         if not matches:
             fresh = secrets.reread_if_due(runtime.secretsmanager, secret_name)
-            matches = fresh is not None and signature_matches(fresh, signed, body)
+            matches = fresh is not None and signed_with_any(fresh, signed, body, now, overlap)
     except SecretUnavailable as error:
         logger.error("push: signing secret unavailable", extra={"secret_name": secret_name})
         return error_response(503, "ServiceUnavailable", str(error))
@@ -497,7 +538,7 @@ def handle_push(
     try:
         first_use = remember_signature(runtime.dynamodb, settings.names.ledger_table, signed)
     except (BotoCoreError, ClientError) as error:
-        code = _error_code(error) if isinstance(error, ClientError) else type(error).__name__
+        code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
         logger.warning("push: replay check failed", extra={"error_code": code})
         return error_response(
             503, "ServiceUnavailable", "the request could not be checked for replay; retry"

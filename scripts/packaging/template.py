@@ -28,7 +28,18 @@ from typing import Any
 from chalice.utils import to_cfn_resource_name
 
 from chalicelib.config import Settings, load_settings
-from chalicelib.stack import QueueSpec, RuleSpec, StackSpec, TableSpec, TopicSpec, stack_spec
+from chalicelib.stack import (
+    XRAY_WRITE_ACTIONS,
+    FunctionSpec,
+    Grant,
+    QueueSpec,
+    RuleSpec,
+    SecretSpec,
+    StackSpec,
+    TableSpec,
+    TopicSpec,
+    stack_spec,
+)
 from chalicelib.telemetry import NAMESPACE as METRICS_NAMESPACE
 from chalicelib.telemetry import SERVICE as METRICS_SERVICE
 from scripts.provisioning.mapping import INGEST_FUNCTION, REPORT_BATCH_ITEM_FAILURES
@@ -42,25 +53,6 @@ EVENT_BUS_ID = "EventBus"
 PARTNER_BUS_ID = "PartnerEventBus"
 PARTNER_RULE_ID = "PartnerIngestRule"
 DASHBOARD_ID = "RelayDashboard"
-# Data-plane actions of the functions, by service; every one is granted on named resources only.
-QUEUE_CONSUMER_ACTIONS = (
-    "sqs:ChangeMessageVisibility",
-    "sqs:DeleteMessage",
-    "sqs:GetQueueAttributes",
-    "sqs:GetQueueUrl",
-    "sqs:ReceiveMessage",
-)
-TABLE_ACTIONS = (
-    "dynamodb:BatchGetItem",
-    "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:DescribeTable",
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:Query",
-    "dynamodb:UpdateItem",
-)  # no Scan: every read uses a key
 
 
 class PackageError(RuntimeError):
@@ -171,12 +163,11 @@ def queue_resource(queue: QueueSpec, ids: Ids) -> dict[str, Any]:
 
 
 def topic_resource(topic: TopicSpec) -> dict[str, Any]:
-    properties: dict[str, Any] = {
-        "TopicName": topic.name,
-        "KmsMasterKeyId": if_customer_key(ref(KEY_ID), "alias/aws/sns"),
-    }
+    properties: dict[str, Any] = {"TopicName": topic.name}
     for key, value in topic.attributes().items():
-        if key in ("FifoTopic", "ContentBasedDeduplication"):
+        if key == "KmsMasterKeyId":
+            properties[key] = if_customer_key(ref(KEY_ID), value)
+        elif key in ("FifoTopic", "ContentBasedDeduplication"):
             properties[key] = value == "true"
         else:
             raise PackageError(f"topic attribute {key} has no CloudFormation rendering")
@@ -192,9 +183,11 @@ def table_resource(table: TableSpec, stage: str) -> dict[str, Any]:
         ],
         "KeySchema": table.key_schema(),
         "TimeToLiveSpecification": {"AttributeName": table.ttl_attribute, "Enabled": True},
-        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        "PointInTimeRecoverySpecification": {
+            "PointInTimeRecoveryEnabled": table.point_in_time_recovery
+        },
         "SSESpecification": {
-            "SSEEnabled": True,
+            "SSEEnabled": table.kms_encryption,
             "SSEType": "KMS",  # without a key id: the AWS managed key aws/dynamodb
             "KMSMasterKeyId": if_customer_key(ref(KEY_ID), NO_VALUE),
         },
@@ -393,14 +386,21 @@ def app_sqs_handlers(project_dir: Path, stage_env: Mapping[str, str]) -> dict[st
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def function_resource_id(function: FunctionSpec) -> str:
+    """Chalice's logical id of a function (the one behind the REST API is APIHandler)."""
+    return "APIHandler" if function.name == "api_handler" else to_cfn_resource_name(function.name)
+
+
 def function_patches(
-    settings: Settings, ids: Ids, sqs_handlers: Mapping[str, str]
+    settings: Settings, spec: StackSpec, ids: Ids, sqs_handlers: Mapping[str, str]
 ) -> dict[str, Any]:
     """What Chalice's function resources lack.
 
     Chalice references each queue by an ARN built from its name (Fn::Sub), which tells
     CloudFormation nothing: DependsOn makes the queue exist before the function and so before
     its event source mapping, and the queue resources carry that same name as QueueName.
+    Every function gets the name `chalice deploy` gives it, so its log group (Chalice's,
+    named after the function) and its policy's log grant are the model's on both paths.
     """
     ingest_queue = sqs_handlers.get(INGEST_FUNCTION)
     if ingest_queue != settings.names.ingest_queue:
@@ -410,20 +410,104 @@ def function_patches(
             f"environment (RELAY_STAGE={settings.stage})"
         )
     patches: dict[str, Any] = {}
+    for function in spec.functions:
+        patches[function_resource_id(function)] = {
+            "Properties": {"FunctionName": function.physical_name}
+        }
+        # Chalice's log group (from log_retention_in_days) names the function by a Sub of
+        # its pre-rename logical id, which for the API handler does not exist: name it.
+        patches[f"{to_cfn_resource_name(function.name)}LogGroup"] = {
+            "Properties": {
+                "LogGroupName": function.log_group.name,
+                "RetentionInDays": function.log_group.retention_days,
+            }
+        }
     for handler, queue in sqs_handlers.items():
         if queue not in ids.queues:
             raise PackageError(
                 f"app.py's {handler!r} handler listens to {queue!r}, a queue the stage's "
                 "resource specification does not create"
             )
-        patches[to_cfn_resource_name(handler)] = {"DependsOn": [ids.queues[queue]]}
+        patches.setdefault(to_cfn_resource_name(handler), {"Properties": {}})
+        patches[to_cfn_resource_name(handler)]["DependsOn"] = [ids.queues[queue]]
     ingest_event = to_cfn_resource_name(f"{INGEST_FUNCTION}-sqs-event-source")
-    patches[to_cfn_resource_name(INGEST_FUNCTION)]["Properties"] = {
-        "Events": {
-            ingest_event: {"Properties": {"FunctionResponseTypes": [REPORT_BATCH_ITEM_FAILURES]}}
-        }
+    patches[to_cfn_resource_name(INGEST_FUNCTION)]["Properties"]["Events"] = {
+        ingest_event: {"Properties": {"FunctionResponseTypes": [REPORT_BATCH_ITEM_FAILURES]}}
     }
     return patches
+
+
+API_ACCESS_LOG_ID = "ApiAccessLogGroup"
+# One JSON line per request: who, what, the answer, and the request id to find its logs.
+API_ACCESS_LOG_FORMAT = json.dumps(
+    {
+        "requestId": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "caller": "$context.identity.caller",
+        "user": "$context.identity.user",
+        "requestTime": "$context.requestTime",
+        "httpMethod": "$context.httpMethod",
+        "resourcePath": "$context.resourcePath",
+        "status": "$context.status",
+        "protocol": "$context.protocol",
+        "responseLength": "$context.responseLength",
+    },
+    separators=(",", ":"),
+)
+
+
+def api_patches(spec: StackSpec) -> dict[str, Any]:
+    """Access logs with retention, stage throttling and tracing on Chalice's REST API."""
+    if spec.api is None:
+        return {}
+    return {
+        API_ACCESS_LOG_ID: {
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {
+                "LogGroupName": spec.api.access_log_group.name,
+                "RetentionInDays": spec.api.access_log_group.retention_days,
+            },
+        },
+        "RestAPI": {
+            "Properties": {
+                "TracingEnabled": spec.tracing,
+                "AccessLogSetting": {
+                    "DestinationArn": get_att(API_ACCESS_LOG_ID, "Arn"),
+                    "Format": API_ACCESS_LOG_FORMAT,
+                },
+                "MethodSettings": [
+                    {
+                        "ResourcePath": "/*",
+                        "HttpMethod": "*",
+                        "ThrottlingRateLimit": spec.api.throttling_rate_limit,
+                        "ThrottlingBurstLimit": spec.api.throttling_burst_limit,
+                    }
+                ],
+            }
+        },
+    }
+
+
+def secret_logical_id(secret: SecretSpec, prefix: str) -> str:
+    return logical_id(secret.name, prefix, "Secret")
+
+
+def secret_resources(settings: Settings, spec: StackSpec) -> dict[str, Any]:
+    """The generated secrets: random values Secrets Manager makes, never seen by anyone."""
+    return {
+        secret_logical_id(secret, settings.prefix): {
+            "Type": "AWS::SecretsManager::Secret",
+            "Properties": {
+                "Name": secret.name,
+                "Description": secret.description,
+                "GenerateSecretString": {
+                    "PasswordLength": secret.length,
+                    "ExcludePunctuation": True,
+                },
+            },
+        }
+        for secret in spec.secrets
+    }
 
 
 def _alarm(
@@ -631,11 +715,13 @@ def merge_template(
         "Properties": {"Name": spec.event_bus},
     }
     for rule in spec.rules:
-        bus = rule.event_bus if rule.event_bus is not None else ref(EVENT_BUS_ID)
+        bus = ref(EVENT_BUS_ID) if rule.event_bus is None else rule.event_bus
         resources[ids.rules[rule.name]] = rule_resource(rule, bus, ids)
     resources.update(partner_resources(partner, ids))
     resources.update(queue_policies(spec, ids, partner))
-    resources.update(function_patches(settings, ids, sqs_handlers))
+    resources.update(function_patches(settings, spec, ids, sqs_handlers))
+    resources.update(api_patches(spec))
+    resources.update(secret_resources(settings, spec))
     alarms = alarm_resources(settings, spec, ids)
     resources.update(alarms)
     resources[DASHBOARD_ID] = {
@@ -702,91 +788,115 @@ def merge_template(
     }
 
 
-# --------------------------------------------------------------------------- IAM policy
+# --------------------------------------------------------------------------- IAM policies
+
+# Resource ARNs by grant kind. Region and account stay wildcards (one file serves every
+# region); names pin each grant.
+_ARN_FORMATS = {
+    "queue": "arn:aws:sqs:*:*:{name}",
+    "topic": "arn:aws:sns:*:*:{name}",
+    "table": "arn:aws:dynamodb:*:*:table/{name}",
+    "bus": "arn:aws:events:*:*:event-bus/{name}",
+    # Secrets Manager appends "-" and six random characters to every secret's ARN.
+    "secret": "arn:aws:secretsmanager:*:*:secret:{name}-??????",
+    "log-group": "arn:aws:logs:*:*:log-group:{name}:*",
+}
 
 
-def _arn(service: str, resource: str) -> str:
-    # Region and account stay wildcards (one file serves every region); names pin each grant.
-    return f"arn:aws:{service}:*:*:{resource}"
+def grant_arns(grant: Grant) -> list[str]:
+    return [_ARN_FORMATS[grant.kind].format(name=name) for name in grant.names]
 
 
-def iam_policy(settings: Settings, spec: StackSpec | None = None) -> dict[str, Any]:
-    """Least privilege for every function of the stage: named resources only, no "*"."""
-    spec = spec or stack_spec(settings)
-    names = settings.names
-    consumed = [q.name for q in spec.queues if q.dead_letter_queue]  # those with a function
-    table_arns = [_arn("dynamodb", f"table/{table.name}") for table in spec.tables]
-
-    def secret(name: str) -> str:
-        # Secrets Manager appends "-" and six random characters to every secret's ARN.
-        return _arn("secretsmanager", f"secret:{name}-??????")
-
-    log_group = f"log-group:/aws/lambda/{settings.prefix}-*"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
+def function_policy(spec: StackSpec, function: FunctionSpec) -> dict[str, Any]:
+    """Least privilege for one function: its own grants on named resources, nothing on "*"
+    but X-Ray's write actions (which take no resource) when tracing is on."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": grant.sid,
+            "Effect": "Allow",
+            "Action": sorted(set(grant.actions)),
+            "Resource": grant_arns(grant),
+        }
+        for grant in function.grants
+    ]
+    if spec.tracing:
+        statements.append(
             {
-                "Sid": "WriteOwnLogs",  # EMF metrics travel in the logs: no PutMetricData
+                "Sid": "WriteTraces",  # as AWS's AWSXRayDaemonWriteAccess grants them
                 "Effect": "Allow",
-                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": [_arn("logs", log_group), _arn("logs", f"{log_group}:*")],
-            },
-            {
-                "Sid": "ConsumeQueues",
-                "Effect": "Allow",
-                "Action": list(QUEUE_CONSUMER_ACTIONS),
-                "Resource": [_arn("sqs", name) for name in consumed],
-            },
-            {
-                "Sid": "StartReplayJobs",
-                "Effect": "Allow",
-                "Action": "sqs:SendMessage",
-                "Resource": [_arn("sqs", names.replay_queue)],
-            },
-            {
-                "Sid": "PublishToConsumersAndQuarantine",
-                "Effect": "Allow",
-                "Action": "sns:Publish",
-                "Resource": [_arn("sns", topic.name) for topic in spec.topics],
-            },
-            {
-                "Sid": "UseTables",
-                "Effect": "Allow",
-                "Action": list(TABLE_ACTIONS),
-                "Resource": table_arns,
-            },
-            {
-                "Sid": "PutPushedEventsOnBus",
-                "Effect": "Allow",
-                "Action": "events:PutEvents",
-                "Resource": [_arn("events", f"event-bus/{spec.event_bus}")],
-            },
-            {
-                "Sid": "ReadSecrets",
-                "Effect": "Allow",
-                "Action": "secretsmanager:GetSecretValue",
-                "Resource": [
-                    secret(names.credentials_secret),
-                    secret(names.push_secret),
-                    secret(names.token_secret),
-                ],
-            },
-            {
-                "Sid": "StoreToken",  # refresh_token creates the token secret on its first run
-                "Effect": "Allow",
-                "Action": ["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue"],
-                "Resource": [secret(names.token_secret)],
-            },
-        ],
-    }
+                "Action": list(XRAY_WRITE_ACTIONS),
+                "Resource": "*",
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
-def policy_path(project_dir: Path, stage: str) -> Path:
-    return project_dir / ".chalice" / f"policy-{stage}.json"
+def policy_file_name(stage: str, function: str) -> str:
+    return f"policy-{stage}-{function}.json"
+
+
+def policy_path(project_dir: Path, stage: str, function: str) -> Path:
+    return project_dir / ".chalice" / policy_file_name(stage, function)
 
 
 def policy_text(policy: Mapping[str, Any]) -> str:
     return json.dumps(policy, indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------- .chalice/config.json
+
+DEPLOYED_STAGES = ("dev", "prod")
+
+
+def chalice_stage_config(spec: StackSpec, deployed: bool) -> dict[str, Any]:
+    """The parts of a stage's `.chalice/config.json` entry that the model decides.
+
+    Functions' timeout, memory and reserved concurrency come from chalicelib.timing through
+    the model; deployed stages get one policy file per function, X-Ray and log retention.
+    """
+    functions: dict[str, Any] = {}
+    for function in spec.functions:
+        entry: dict[str, Any] = {
+            "lambda_timeout": function.timeout,
+            "lambda_memory_size": function.memory,
+        }
+        if deployed:
+            entry["iam_policy_file"] = policy_file_name(spec.stage, function.name)
+        if deployed and function.reserved_concurrency is not None:
+            entry["reserved_concurrency"] = function.reserved_concurrency
+        functions[function.name] = entry
+    config: dict[str, Any] = {"lambda_functions": functions}
+    if deployed:
+        config["xray"] = spec.tracing
+        config["log_retention_in_days"] = spec.functions[0].log_group.retention_days
+    return config
+
+
+def generated_files(project_dir: Path) -> dict[Path, str]:
+    """Every file generated from the model: config.json and the deployed stages' policies."""
+    config_path = project_dir / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    files: dict[Path, str] = {}
+    for stage, entry in config.get("stages", {}).items():
+        deployed = stage in DEPLOYED_STAGES
+        spec = stack_spec(stage_settings(project_dir, stage))
+        entry.update(chalice_stage_config(spec, deployed))
+        if deployed:
+            for function in spec.functions:
+                files[policy_path(project_dir, stage, function.name)] = policy_text(
+                    function_policy(spec, function)
+                )
+    files[config_path] = json.dumps(config, indent=2) + "\n"
+    return files
+
+
+def stale_files(project_dir: Path) -> list[Path]:
+    """Generated files that differ from the model (or are missing)."""
+    stale = []
+    for path, text in generated_files(project_dir).items():
+        if not path.exists() or json.loads(path.read_text()) != json.loads(text):
+            stale.append(path)
+    return stale
 
 
 # --------------------------------------------------------------------------- CLI
@@ -798,9 +908,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="where to write the merge template")
     parser.add_argument("--project-dir", type=Path, default=Path.cwd())
     parser.add_argument(
-        "--write-policy",
+        "--write-config",
         action="store_true",
-        help="(re)write .chalice/policy-<stage>.json from the resource specification",
+        help="(re)write .chalice/config.json's function settings and the stages' "
+        ".chalice/policy-<stage>-<function>.json from the stack model",
     )
     return parser.parse_args(argv)
 
@@ -809,18 +920,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = stage_settings(args.project_dir, args.stage)
+        if args.write_config:
+            for path, text in generated_files(args.project_dir).items():
+                path.write_text(text)
+                print(f"wrote {path}")
+        stale = stale_files(args.project_dir)
     except (PackageError, ValueError) as error:
         print(f"package: {error}", file=sys.stderr)
         return 1
-    path = policy_path(args.project_dir, args.stage)
-    wanted = policy_text(iam_policy(settings))
-    if args.write_policy:
-        path.write_text(wanted)
-        print(f"wrote {path}")
-    elif not path.exists() or json.loads(path.read_text()) != json.loads(wanted):
+    if stale:
         print(
-            f"package: {path} differs from the resource specification; review and run "
-            f"`python -m scripts.package --stage {args.stage} --write-policy`",
+            f"package: {', '.join(map(str, stale))} differ(s) from the stack model; review and "
+            "run `python -m scripts.package --write-config`",
             file=sys.stderr,
         )
         return 1

@@ -7,21 +7,29 @@ Steps:
   event-source-mapping  after `chalice deploy`: ReportBatchItemFailures on the ingest mapping
   credentials           CXone client credentials (stdin or prompt) and the push signing secret
   cxone-connection      the CXone connection that sends events to the stage's bus
-  all                   infra, event-source-mapping, cxone-connection, in that order
+  rotate-push-secret    a new push signing key (AWSCURRENT); the old one (AWSPREVIOUS) stays
+                        accepted for RELAY_PUSH_SECRET_OVERLAP_SECONDS (default 24 h)
+  all                   infra, credentials, event-source-mapping, cxone-connection, in that
+                        order, stopping before event-source-mapping until `chalice deploy` ran
 
-On real AWS the order is: `infra`, then `chalice deploy` (Chalice builds the ingest queue's
-ARN from its name, so the queue must exist first), then `event-source-mapping`; `all` follows
-it and says what it skipped. Every step is idempotent: a re-run reports "present" and changes
-nothing; `--dry-run` only reads. Credentials are never taken from the command line.
+The stage's settings are its `.chalice/config.json` environment (what its functions see), so
+a consumer added to CONSUMERS there gets its topic here as in `make package`. On real AWS the
+order is: `infra`, `credentials`, then `chalice deploy` (Chalice builds the ingest queue's ARN
+from its name, so the queue must exist first), then `event-source-mapping` and
+`cxone-connection`; `all` follows it and stops, naming the deploy, where the deploy is
+missing. Every step is idempotent: a re-run reports "present" and changes nothing;
+`--dry-run` only reads. Credentials are never taken from the command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import boto3
@@ -32,9 +40,17 @@ from rich.table import Table
 
 from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.cxone.client import CXoneClient, CXoneError, load_cxone_settings
-from chalicelib.cxone.tokens import CredentialsError, read_credentials
+from chalicelib.cxone.tokens import (
+    CredentialsError,
+    TokenProvider,
+    TokenUnavailableError,
+    read_credentials,
+    refresh_token,
+)
+from chalicelib.formats import utc_now
 from chalicelib.stack import stack_spec
 from scripts.local.target import use_local_stack
+from scripts.packaging.template import PackageError, stage_environment
 from scripts.provisioning.actions import Action
 from scripts.provisioning.credentials import (
     CredentialsInputError,
@@ -42,9 +58,10 @@ from scripts.provisioning.credentials import (
     ensure_credentials_secret,
     ensure_push_secret,
     read_credentials_input,
+    rotate_push_secret,
 )
 from scripts.provisioning.cxone_connection import ConnectionSpec, ensure_cxone_connection
-from scripts.provisioning.infra import Clients, ensure_rule, provision_infrastructure
+from scripts.provisioning.infra import Clients, ensure_rule, provision_stack
 from scripts.provisioning.mapping import (
     MappingError,
     ensure_report_batch_item_failures,
@@ -57,8 +74,11 @@ from scripts.provisioning.partner import (
     partner_rule,
 )
 
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+# The status of the step `all` stops at: it needs something done by hand first.
+WAITING = "waiting"
 StepFunction = Callable[[Settings, argparse.Namespace], list[Action]]
-ALL_ORDER = "infra -> (chalice deploy) -> event-source-mapping -> cxone-connection"
+ALL_ORDER = "infra -> credentials -> (chalice deploy) -> event-source-mapping -> cxone-connection"
 # Failures a person can act on: printed as one line, without a traceback.
 STEP_ERRORS = (
     ConfigError,
@@ -68,9 +88,24 @@ STEP_ERRORS = (
     MappingError,
     PartnerSourceError,
     SecretStateError,
+    TokenUnavailableError,
     ClientError,
     BotoCoreError,
 )
+
+
+def stage_env(stage: str | None, project_dir: Path) -> dict[str, str]:
+    """The process environment, with the stage's `.chalice/config.json` variables on top for
+    a stage defined there: provisioning names what the deployed functions will use."""
+    env = dict(os.environ)
+    if stage:
+        env["RELAY_STAGE"] = stage
+    name = env.get("RELAY_STAGE") or "dev"
+    # A stage of the user's own is configured by the environment alone.
+    with contextlib.suppress(PackageError):
+        env.update(stage_environment(project_dir, name))
+    env["RELAY_STAGE"] = name
+    return env
 
 
 def aws_client(settings: Settings, args: argparse.Namespace, service: str) -> Any:
@@ -99,7 +134,7 @@ def queue_arn(sqs: Any, name: str) -> str:
 
 def infra_step(settings: Settings, args: argparse.Namespace) -> list[Action]:
     clients = infra_clients(settings, args)
-    return provision_infrastructure(clients, stack_spec(settings), dry_run=args.dry_run)
+    return provision_stack(clients, stack_spec(settings), dry_run=args.dry_run)
 
 
 def partner_source_step(settings: Settings, args: argparse.Namespace) -> list[Action]:
@@ -149,37 +184,68 @@ def account_id(settings: Settings, args: argparse.Namespace) -> str:
 
 def cxone_connection_step(settings: Settings, args: argparse.Namespace) -> list[Action]:
     cxone_settings = load_cxone_settings()
-    credentials = read_credentials(
-        aws_client(settings, args, "secretsmanager"),
-        settings.names.credentials_secret,
-        cxone_settings.auth_mode,
-    )
+    secrets_client = aws_client(settings, args, "secretsmanager")
     client = CXoneClient(cxone_settings)
-    # A fresh token for this one run: the schedule's stored token may not exist yet.
-    token = client.fetch_token(credentials)
+    # The token the functions use, through the one accessor: refreshed into the token secret
+    # first when it is missing or near expiry (before the first deploy nothing has stored one).
+    refreshed = refresh_token(secrets_client, settings, cxone_settings, client, utc_now())
+    if refreshed.failed and not refreshed.has_valid_token:
+        raise CredentialsError(refreshed.error_message or "no CXone token could be obtained")
+    token = TokenProvider(secrets_client, settings.names.token_secret).get()
     spec = ConnectionSpec.for_stage(settings, account_id(settings, args))
     return [ensure_cxone_connection(client, token, spec, args.dry_run)]
 
 
+def rotate_push_secret_step(settings: Settings, args: argparse.Namespace) -> list[Action]:
+    return [
+        rotate_push_secret(
+            aws_client(settings, args, "secretsmanager"),
+            settings.names.push_secret,
+            settings.push_secret_overlap_seconds,
+            args.dry_run,
+        )
+    ]
+
+
+def _credentials_in_all(settings: Settings, args: argparse.Namespace) -> list[Action]:
+    """Stored credentials are kept; missing ones are read (stdin or prompt) and stored."""
+    names = settings.names
+    secrets_client = aws_client(settings, args, "secretsmanager")
+    try:
+        read_credentials(secrets_client, names.credentials_secret, load_cxone_settings().auth_mode)
+    except CredentialsError:
+        try:
+            return credentials_step(settings, args)
+        except CredentialsInputError as error:
+            # Nothing (or nothing usable) on stdin: the other steps still run.
+            return [
+                Action("step", "credentials", "skipped", str(error)),
+                ensure_push_secret(secrets_client, names.push_secret, args.dry_run),
+            ]
+    return [
+        Action("secret", names.credentials_secret, "present", "kept the stored credentials"),
+        ensure_push_secret(secrets_client, names.push_secret, args.dry_run),
+    ]
+
+
 def all_step(settings: Settings, args: argparse.Namespace) -> list[Action]:
     actions = infra_step(settings, args)
+    actions += _credentials_in_all(settings, args)
     function_name = args.function or ingest_function_name(settings)
-    if function_exists(aws_client(settings, args, "lambda"), function_name):
-        actions += event_source_mapping_step(settings, args)
-    else:
+    if not function_exists(aws_client(settings, args, "lambda"), function_name):
         actions.append(
             Action(
                 "step",
-                "event-source-mapping",
-                "skipped",
+                "chalice deploy",
+                WAITING,
                 f"function {function_name} is not deployed: run `chalice deploy --stage "
-                f"{settings.stage}`, then `python -m scripts.provision all` again",
+                f"{settings.stage}`, then `python -m scripts.provision all --stage "
+                f"{settings.stage}` again for event-source-mapping and cxone-connection",
             )
         )
-    try:
-        actions += cxone_connection_step(settings, args)
-    except CredentialsError as error:
-        actions.append(Action("step", "cxone-connection", "skipped", str(error)))
+        return actions
+    actions += event_source_mapping_step(settings, args)
+    actions += cxone_connection_step(settings, args)
     return actions
 
 
@@ -189,6 +255,7 @@ STEPS: dict[str, StepFunction] = {
     "event-source-mapping": event_source_mapping_step,
     "credentials": credentials_step,
     "cxone-connection": cxone_connection_step,
+    "rotate-push-secret": rotate_push_secret_step,
     "all": all_step,
 }
 
@@ -196,7 +263,7 @@ STEPS: dict[str, StepFunction] = {
 def _style(action: Action) -> str:
     if action.changed:
         return "green"
-    if action.status.startswith("would") or action.status == "skipped":
+    if action.status.startswith("would") or action.status in ("skipped", WAITING):
         return "yellow"
     return ""
 
@@ -219,6 +286,9 @@ def render(actions: Sequence[Action], console: Console, dry_run: bool) -> None:
         console.print(f"{changed} change(s) made")
     if skipped:
         console.print(f"skipped: {', '.join(skipped)} (see the detail column)")
+    for action in actions:
+        if action.status == WAITING:
+            console.print(f"stopped at {action.name}: {escape(action.detail)}", highlight=False)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -242,6 +312,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="partner-source: associate only; do not route the partner bus to the ingest queue",
     )
     parser.add_argument(
+        "--project-dir",
+        type=Path,
+        default=PROJECT_DIR,
+        help="where .chalice/config.json is (default: this checkout)",
+    )
+    parser.add_argument(
         "--function",
         help="event-source-mapping: the ingest function (default: <app>-<stage>-ingest)",
     )
@@ -254,11 +330,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     console = console or Console()
     # The local stack while `make run` is up and no target flag is given, else AWS's chain.
     use_local_stack("scripts.provision", explicit_target=bool(args.endpoint_url or args.stage))
-    env = dict(os.environ)
-    if args.stage:
-        env["RELAY_STAGE"] = args.stage
     try:
-        settings = load_settings(env)
+        settings = load_settings(stage_env(args.stage, args.project_dir))
         if args.step == "all":
             console.print(f"order: {ALL_ORDER}")
         actions = STEPS[args.step](settings, args)

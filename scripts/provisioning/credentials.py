@@ -163,6 +163,37 @@ def ensure_credentials_secret(
     return Action("secret", name, "created", detail)
 
 
+def rotate_push_secret(
+    secrets_client: Any,
+    name: str,
+    overlap_seconds: int,
+    dry_run: bool,
+    generate: Callable[[int], str] = secrets.token_hex,
+) -> Action:
+    """A new signing key as the secret's AWSCURRENT version; Secrets Manager moves the old
+    one to AWSPREVIOUS, which POST /events still accepts for `overlap_seconds`."""
+    exists, current = _current_secret_string(secrets_client, name)
+    if not exists or not current:
+        raise SecretStateError(
+            f"secret {name} holds no signing key to rotate: create it first with "
+            "`python -m scripts.provision credentials`"
+        )
+    hours = overlap_seconds / 3600
+    if dry_run:
+        return Action("secret", name, "would update", "new AWSCURRENT version")
+    version = secrets_client.put_secret_value(
+        SecretId=name, SecretString=generate(PUSH_SECRET_BYTES), VersionStages=["AWSCURRENT"]
+    )["VersionId"]
+    return Action(
+        "secret",
+        name,
+        "updated",
+        f"stored a new HMAC key as version {version} (AWSCURRENT); the previous key is "
+        f"AWSPREVIOUS and stays accepted for {hours:g} h: give senders the new key from "
+        "Secrets Manager before then",
+    )
+
+
 def ensure_push_secret(
     secrets_client: Any,
     name: str,

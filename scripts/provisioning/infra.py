@@ -1,4 +1,6 @@
-"""Create a stage's AWS infrastructure from its `StackSpec`, idempotently, by name.
+"""Create a stage's AWS infrastructure from its `StackSpec` (chalicelib.stack), idempotently.
+
+This is the boto3 renderer of the stack model; scripts.packaging.template is the SAM one.
 
 Each `ensure_*` function reads what exists first and decides from that: present resources
 are left alone (their drifted settings are updated), missing ones are created, and on a dry
@@ -9,14 +11,29 @@ comes from `AWS_ENDPOINT_URL` through boto3 itself.
 from __future__ import annotations
 
 import json
+import secrets
+import string
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib.stack import QueueSpec, RuleSpec, StackSpec, TableSpec, TopicSpec
+from chalicelib.aws import error_code
+from chalicelib.stack import (
+    LogGroupSpec,
+    QueueSpec,
+    RuleSpec,
+    SecretSpec,
+    StackSpec,
+    TableSpec,
+    TopicSpec,
+)
 from scripts.provisioning.actions import Action
+
+# What Secrets Manager may put in a generated secret: letters and digits, as the packaged
+# template's GenerateSecretString (ExcludePunctuation) does.
+_SECRET_ALPHABET = string.ascii_letters + string.digits
 
 
 @dataclass
@@ -25,17 +42,26 @@ class Clients:
     sns: Any
     dynamodb: Any
     events: Any
+    logs: Any = None
+    secretsmanager: Any = None
 
     @classmethod
     def from_session(cls, session: boto3.Session, endpoint_url: str | None = None) -> Clients:
         def client(name: str) -> Any:
             return session.client(name, endpoint_url=endpoint_url)
 
-        return cls(client("sqs"), client("sns"), client("dynamodb"), client("events"))
+        return cls(
+            client("sqs"),
+            client("sns"),
+            client("dynamodb"),
+            client("events"),
+            client("logs"),
+            client("secretsmanager"),
+        )
 
 
 def _error_code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
+    return error_code(error)
 
 
 def _queue_url(sqs: Any, name: str) -> str | None:
@@ -96,11 +122,22 @@ def topic_arn(sns: Any, name: str) -> str | None:
 
 
 def ensure_topic(sns: Any, spec: TopicSpec, dry_run: bool) -> Action:
-    if topic_arn(sns, spec.name) is not None:
+    arn = topic_arn(sns, spec.name)
+    if arn is None:
+        if not dry_run:
+            sns.create_topic(Name=spec.name, Attributes=spec.attributes())
+        return Action("topic", spec.name, _would("created", dry_run))
+    current = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
+    # FifoTopic cannot change after creation; encryption can.
+    drift = {
+        k: v for k, v in spec.attributes().items() if k == "KmsMasterKeyId" and current.get(k) != v
+    }
+    if not drift:
         return Action("topic", spec.name, "present")
     if not dry_run:
-        sns.create_topic(Name=spec.name, Attributes=spec.attributes())
-    return Action("topic", spec.name, _would("created", dry_run))
+        for key, value in drift.items():
+            sns.set_topic_attributes(TopicArn=arn, AttributeName=key, AttributeValue=value)
+    return Action("topic", spec.name, _would("updated", dry_run), ", ".join(sorted(drift)))
 
 
 def ensure_table(dynamodb: Any, spec: TableSpec, dry_run: bool) -> list[Action]:
@@ -119,6 +156,7 @@ def ensure_table(dynamodb: Any, spec: TableSpec, dry_run: bool) -> list[Action]:
             _create_table(dynamodb, spec)
         actions.append(Action("table", spec.name, _would("created", dry_run)))
     actions.append(_ensure_ttl(dynamodb, spec, exists, dry_run))
+    actions.append(_ensure_point_in_time_recovery(dynamodb, spec, exists, dry_run))
     return actions
 
 
@@ -130,10 +168,31 @@ def _create_table(dynamodb: Any, spec: TableSpec) -> None:
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"} for name in spec.attribute_names()
         ],
-        "SSESpecification": {"Enabled": True},
+        # KMS with the AWS managed key aws/dynamodb, as the packaged template does.
+        "SSESpecification": {"Enabled": spec.kms_encryption, "SSEType": "KMS"},
     }
     dynamodb.create_table(**request)
     dynamodb.get_waiter("table_exists").wait(TableName=spec.name)
+
+
+def _ensure_point_in_time_recovery(
+    dynamodb: Any, spec: TableSpec, exists: bool, dry_run: bool
+) -> Action:
+    wanted = "ENABLED" if spec.point_in_time_recovery else "DISABLED"
+    if exists:
+        description = dynamodb.describe_continuous_backups(TableName=spec.name)
+        backups = description["ContinuousBackupsDescription"]
+        status = backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus")
+        if status == wanted:
+            return Action("pitr", spec.name, "present", wanted.lower())
+    if not dry_run:
+        dynamodb.update_continuous_backups(
+            TableName=spec.name,
+            PointInTimeRecoverySpecification={
+                "PointInTimeRecoveryEnabled": spec.point_in_time_recovery
+            },
+        )
+    return Action("pitr", spec.name, _would("updated", dry_run), wanted.lower())
 
 
 def _ensure_ttl(dynamodb: Any, spec: TableSpec, exists: bool, dry_run: bool) -> Action:
@@ -274,7 +333,8 @@ def _ensure_queue_policy(
 
 
 def provision_infrastructure(clients: Clients, spec: StackSpec, dry_run: bool) -> list[Action]:
-    """Everything but the Lambda functions, in dependency order."""
+    """The data path, in dependency order: queues, topics, tables, bus, rules, targets,
+    queue policies and the generated secrets."""
     actions: list[Action] = []
     for queue in spec.queues:  # DLQs come first in the spec
         actions.append(ensure_queue(clients.sqs, queue, dry_run))
@@ -284,7 +344,56 @@ def provision_infrastructure(clients: Clients, spec: StackSpec, dry_run: bool) -
         actions += ensure_table(clients.dynamodb, table, dry_run)
     actions.append(ensure_bus(clients.events, spec.event_bus, dry_run))
     for rule in spec.rules:
-        bus = rule.event_bus or spec.event_bus
-        rule_actions, _ = ensure_rule(clients, bus, rule, dry_run)
+        rule_actions, _ = ensure_rule(clients, spec.rule_bus(rule), rule, dry_run)
         actions += rule_actions
+    # The functions read these keys (push signatures, page cursors) from their first request.
+    for secret in spec.secrets:
+        actions.append(ensure_generated_secret(clients.secretsmanager, secret, dry_run))
+    return actions
+
+
+def ensure_log_group(logs: Any, spec: LogGroupSpec, dry_run: bool) -> Action:
+    """The group with its retention (Lambda would otherwise create one kept forever)."""
+    found = logs.describe_log_groups(logGroupNamePrefix=spec.name).get("logGroups", [])
+    current = next((g for g in found if g["logGroupName"] == spec.name), None)
+    detail = f"{spec.retention_days} days"
+    if current is not None and current.get("retentionInDays") == spec.retention_days:
+        return Action("log-group", spec.name, "present", detail)
+    if not dry_run:
+        if current is None:
+            logs.create_log_group(logGroupName=spec.name)
+        logs.put_retention_policy(logGroupName=spec.name, retentionInDays=spec.retention_days)
+    status = _would("created" if current is None else "updated", dry_run)
+    return Action("log-group", spec.name, status, detail)
+
+
+def generate_secret_value(length: int) -> str:
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(length))
+
+
+def ensure_generated_secret(secretsmanager: Any, spec: SecretSpec, dry_run: bool) -> Action:
+    """A random secret, created once and never replaced by a re-run (rotation is its own
+    step); the action names the secret, never its value."""
+    try:
+        secretsmanager.describe_secret(SecretId=spec.name)
+        return Action("secret", spec.name, "present")
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+    if not dry_run:
+        secretsmanager.create_secret(
+            Name=spec.name,
+            Description=spec.description,
+            SecretString=generate_secret_value(spec.length),
+        )
+    detail = f"random value, {spec.length} characters"
+    return Action("secret", spec.name, _would("created", dry_run), detail)
+
+
+def provision_stack(clients: Clients, spec: StackSpec, dry_run: bool) -> list[Action]:
+    """The whole model but the functions: the data path and the log groups (with retention,
+    before Lambda makes them without)."""
+    actions = provision_infrastructure(clients, spec, dry_run)
+    for group in spec.log_groups:
+        actions.append(ensure_log_group(clients.logs, group, dry_run))
     return actions

@@ -10,8 +10,6 @@ IAM grants nothing data-plane on "*", and every route but POST /events needs Sig
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,90 +17,18 @@ from typing import Any
 
 import pytest
 
-from chalicelib.stack import stack_spec
-from scripts.packaging.template import iam_policy, policy_path, stage_settings
+from chalicelib.stack import XRAY_WRITE_ACTIONS, stack_spec
+from scripts.packaging.template import stale_files
+from tests.support.packaged import Packaged, packaged_stage
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STAGES = ("dev", "prod")
-# What Chalice packages: the app, its library, its requirements and its stage config.
-PROJECT_FILES = ("app.py", "requirements.txt", "chalicelib", "vendor", ".chalice")
-# Actions that may be granted on "*": none of them reads or writes data.
-HARMLESS_ON_ANY_RESOURCE = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-
-
-def _copy_project(destination: Path) -> Path:
-    destination.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source = PROJECT / name
-        if source.is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "deployments", "deployed")
-            shutil.copytree(source, destination / name, ignore=ignore)
-        elif source.exists():
-            shutil.copy2(source, destination / name)
-    return destination
-
-
-def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    # As the Makefile runs it: with a region and nothing else. Chalice itself imports app.py
-    # with the stage's environment variables, so no RELAY_STAGE here. No AWS endpoint either.
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
-    for name in ("AWS_ENDPOINT_URL", "RELAY_STAGE"):
-        env.pop(name, None)
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-
-
-class Packaged:
-    def __init__(self, root: Path, stage: str) -> None:
-        self.stage = stage
-        self.project = _copy_project(root / "project")
-        self.merge_path = root / "merge-template.json"
-        self.out = root / "dist"
-        rendered = _run(
-            [
-                str(BIN / "python"),
-                "-m",
-                "scripts.package",
-                "--stage",
-                stage,
-                "--project-dir",
-                str(self.project),
-                "--out",
-                str(self.merge_path),
-            ],
-            PROJECT,
-        )
-        assert rendered.returncode == 0, rendered.stderr
-        packaged = _run(
-            [
-                str(BIN / "chalice"),
-                "package",
-                "--stage",
-                stage,
-                "--merge-template",
-                str(self.merge_path),
-                str(self.out),
-            ],
-            self.project,
-        )
-        assert packaged.returncode == 0, packaged.stdout + packaged.stderr
-        self.merge = json.loads(self.merge_path.read_text())
-        self.template = json.loads((self.out / "sam.json").read_text())
-        self.settings = stage_settings(PROJECT, stage)
-
-    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
-        return {
-            name: resource
-            for name, resource in self.template["Resources"].items()
-            if resource.get("Type") == resource_type
-        }
 
 
 @pytest.fixture(scope="module", params=STAGES)
-def packaged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Packaged:
-    return Packaged(tmp_path_factory.mktemp(f"package-{request.param}"), request.param)
+def packaged(request: pytest.FixtureRequest) -> Packaged:
+    return packaged_stage(request.param)
 
 
 def _cfn_lint(*paths: Path) -> subprocess.CompletedProcess[str]:
@@ -278,16 +204,36 @@ def test_no_iam_statement_grants_data_plane_actions_on_any_resource(packaged: Pa
             actions = _as_list(statement["Action"])
             assert not any(a == "*" or a.endswith(":*") for a in actions), statement
             if "*" in _as_list(statement["Resource"]):
-                assert set(actions) <= HARMLESS_ON_ANY_RESOURCE, statement
+                assert set(actions) <= set(XRAY_WRITE_ACTIONS), statement
 
 
-def test_committed_policy_files_are_generated_from_the_specification() -> None:
-    for stage in STAGES:
-        settings = stage_settings(PROJECT, stage)
-        committed = json.loads(policy_path(PROJECT, stage).read_text())
-        assert committed == iam_policy(settings), (
-            f"run `python -m scripts.package --stage {stage} --write-policy`"
-        )
+def test_chalice_config_and_policy_files_are_generated_from_the_model() -> None:
+    # Timeouts, memory, concurrency and policies live in chalicelib.timing and the stack
+    # model; .chalice/ must say the same, or Chalice would deploy something else.
+    assert stale_files(PROJECT) == [], "run `python -m scripts.package --write-config`"
+
+
+def test_functions_timeouts_memory_and_batching_are_the_timing_tables(packaged: Packaged) -> None:
+    spec = stack_spec(packaged.settings)
+    for function in spec.functions:
+        resource_id = "APIHandler" if function.name == "api_handler" else None
+        [properties] = [
+            f["Properties"]
+            for i, f in packaged.of_type("AWS::Serverless::Function").items()
+            if f["Properties"]["FunctionName"] == function.physical_name
+            and (resource_id is None or i == resource_id)
+        ]
+        assert properties["Timeout"] == function.timeout, function.name
+        assert properties["MemorySize"] == function.memory, function.name
+        assert properties.get("ReservedConcurrentExecutions") == function.reserved_concurrency
+        assert properties["Tracing"] == "Active"
+        sqs_events = [e for e in properties.get("Events", {}).values() if e["Type"] == "SQS"]
+        assert len(sqs_events) == (function.event_source is not None), function.name
+        for event in sqs_events:
+            assert function.batch is not None
+            assert event["Properties"]["BatchSize"] == function.batch.batch_size
+            window = event["Properties"].get("MaximumBatchingWindowInSeconds", 0)
+            assert window == function.batch.maximum_batching_window_in_seconds
 
 
 def test_alarms_and_dashboard_watch_the_stage(packaged: Packaged) -> None:

@@ -317,19 +317,26 @@ def test_cxone_connection_is_created_once(settings, cxone, monkeypatch: pytest.M
     assert len(cxone.connections) == 1
 
 
-def test_all_follows_the_deploy_order_and_says_what_it_skipped(
+def test_all_follows_the_deploy_order_and_stops_at_the_deploy(
     settings, boto_session, cxone, monkeypatch: pytest.MonkeyPatch
 ):
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{CLIENT_ID}\n{CLIENT_SECRET}\n"))
     code, output = run_cli(["all"])
     assert code == 0
-    assert "infra -> (chalice deploy) -> event-source-mapping -> cxone-connection" in output
-    assert "skipped: event-source-mapping, cxone-connection" in output
-    assert "chalice deploy --stage" in output
+    assert provision.ALL_ORDER in output
+    assert "stopped at chalice deploy" in output and "chalice deploy --stage" in output
+    # Every step before the deploy ran: the stack, the credentials and the generated keys.
+    secrets = boto_session.client("secretsmanager")
+    for name in (
+        settings.names.credentials_secret,
+        settings.names.push_secret,
+        settings.names.cursor_key_secret,
+    ):
+        assert secret_exists(secrets, name), name
+    assert queue_exists(boto_session.client("sqs"), settings.names.ingest_queue)
+    assert cxone.connections == {}  # after the deploy only
 
     _deploy_ingest_function(boto_session, settings)
-    monkeypatch.setattr("sys.stdin", io.StringIO(f"{CLIENT_ID}\n{CLIENT_SECRET}\n"))
-    run_step(["credentials"])
-
     second = run_step(["all"])
     changed = {a.kind: a.status for a in second if a.status != "present"}
     assert changed == {"event-source-mapping": "updated", "cxone-connection": "created"}

@@ -4,6 +4,7 @@ provisioned CXone rule targets — moto delivers PutEvents to SQS targets within
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import secrets
@@ -18,11 +19,13 @@ import pytest
 from botocore.stub import Stubber
 from chalice import Chalice
 from chalice.test import Client
+from rich.console import Console
 
 from chalicelib.push import handler as push
 from chalicelib.push.blueprint import build_push_blueprint
 from chalicelib.push.handler import SIGNING_SECRETS, SigningSecretCache, handle_push, signed_headers
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
+from scripts.provisioning import cli as provision
 from tests.conftest import REGION
 from tests.support.helpers import cxone_event, sqs_lambda_event
 
@@ -100,8 +103,9 @@ def push_stage_runtime(aws_endpoint: str) -> Iterator[Runtime]:
 @pytest.fixture(scope="module")
 def push_secret(push_stage_runtime: Runtime) -> str:
     secret = secrets.token_hex(32)
-    push_stage_runtime.secretsmanager.create_secret(
-        Name=push_stage_runtime.settings.names.push_secret, SecretString=secret
+    # Provisioning generated one; the module's tests sign with a value of their own.
+    push_stage_runtime.secretsmanager.put_secret_value(
+        SecretId=push_stage_runtime.settings.names.push_secret, SecretString=secret
     )
     return secret
 
@@ -334,6 +338,51 @@ def test_a_rotated_secret_is_picked_up_without_a_restart(
     assert too_soon.status_code == 401
     assert later.status_code == 200
     assert later.body["accepted"] == 1
+
+
+def test_rotation_accepts_both_secrets_during_the_overlap_and_only_the_new_one_after(
+    stage: PushStage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = stage.runtime.settings
+    names = replace(settings.names, push_secret=f"{settings.prefix}-rotated-{uuid.uuid4().hex}")
+    overlap = 3600
+    monkeypatch.setattr(
+        stage.runtime,
+        "settings",
+        replace(settings, names=names, push_secret_overlap_seconds=overlap),
+    )
+    old_key = secrets.token_hex(32)
+    stage.runtime.secretsmanager.create_secret(Name=names.push_secret, SecretString=old_key)
+
+    # The operator's command: a new AWSCURRENT version, the old one becomes AWSPREVIOUS.
+    monkeypatch.setenv("RELAY_PUSH_SECRET", names.push_secret)
+    monkeypatch.setenv("RELAY_PUSH_SECRET_OVERLAP_SECONDS", str(overlap))
+    printed = io.StringIO()
+    code = provision.main(
+        ["rotate-push-secret"], console=Console(file=printed, width=250, color_system=None)
+    )
+    assert code == 0, printed.getvalue()
+    current = stage.runtime.secretsmanager.get_secret_value(SecretId=names.push_secret)
+    new_key = current["SecretString"]
+    assert new_key != old_key
+    assert "AWSCURRENT" in printed.getvalue() and "AWSPREVIOUS" in printed.getvalue()
+    assert new_key not in printed.getvalue() and old_key not in printed.getvalue()
+    rotated_at = current["CreatedDate"].timestamp()
+
+    def push_at(key: str, now: float) -> int:
+        body = batch(pushed_event("int-rotation"))
+        headers = signed_headers(key, body, now)
+        # A fresh cache per request: this is about which keys are accepted, not caching.
+        response = handle_push(headers, body, stage.runtime, now=now, secrets=SigningSecretCache())
+        return response.status_code
+
+    during = rotated_at + overlap - 60
+    after = rotated_at + overlap + 1
+    assert push_at(new_key, during) == 200
+    assert push_at(old_key, during) == 200
+    assert push_at(new_key, after) == 200
+    assert push_at(old_key, after) == 401
+    assert len(stage.ingested()) == 3
 
 
 def test_neither_secret_nor_signature_is_logged_or_returned(
