@@ -53,8 +53,9 @@ def api_stage() -> Iterator[ApiStage]:
 
     with provisioned_stage() as runtime:
         push_secret = secrets.token_hex(32)
-        runtime.secretsmanager.create_secret(
-            Name=runtime.settings.names.push_secret, SecretString=push_secret
+        # Provisioning created the secret with a random value; a known one replaces it.
+        runtime.secretsmanager.put_secret_value(
+            SecretId=runtime.settings.names.push_secret, SecretString=push_secret
         )
         prefix = unique("api")
         interactions = [f"{prefix}-{n}" for n in range(3)]
