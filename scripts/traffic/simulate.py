@@ -36,11 +36,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chalicelib.config import (
+    CONNECT_SOURCE,
     DEFAULT_EVENT_SOURCE,
     DETAIL_TYPE_ROUTING,
     DETAIL_TYPE_STAGE,
+    GENESYS_SOURCE_PREFIX,
 )
 from chalicelib.formats import rfc3339, utc_now
+from chalicelib.providers.genesys import dedup_key as genesys_dedup_key
 from scripts.local.target import use_local_stack
 
 ItemKind = Literal["valid", "duplicate", "invalid"]
@@ -136,16 +139,40 @@ class TrafficItem:
 
     @property
     def interaction_id(self) -> str | None:
-        detail = self.event.get("detail")
-        value = detail.get("interaction.id") if isinstance(detail, dict) else None
-        return value if isinstance(value, str) else None
+        return expected_keys(self.event)[0]
 
     @property
     def dedup_key(self) -> tuple[str | None, str]:
-        """The relay's dedup key: the provider's id, else the envelope id; per interaction."""
-        detail = self.event.get("detail")
-        provider_id = detail.get("eventId") if isinstance(detail, dict) else None
-        return (self.interaction_id, provider_id or self.event["id"])
+        """The relay's dedup key for this event's provider, scoped by interaction."""
+        return expected_keys(self.event)
+
+
+def expected_keys(event: dict[str, Any]) -> tuple[str | None, str]:
+    """(interaction id, dedup key) the relay derives from an event, by its provider's contract.
+
+    CXone: `interaction.id`, and `eventId` else the envelope id. Genesys: `conversationId`, and
+    the topic with the SHA-256 of the body (a re-send under a new id is the same event).
+    Amazon Connect: `initialContactId` else `contactId`, and the envelope id. Worked out here
+    from the contracts, independently of the relay, so counts can be checked against it.
+    """
+    detail = event.get("detail")
+    detail = detail if isinstance(detail, dict) else {}
+    source = event.get("source")
+    if source == CONNECT_SOURCE:
+        contact = detail.get("initialContactId") or detail.get("contactId")
+        return (contact if isinstance(contact, str) else None, event["id"])
+    if isinstance(source, str) and source.startswith(GENESYS_SOURCE_PREFIX):
+        body = detail.get("eventBody")
+        conversation = body.get("conversationId") if isinstance(body, dict) else None
+        topic = detail.get("topicName")
+        if isinstance(body, dict) and isinstance(topic, str):
+            return (conversation, genesys_dedup_key(topic, body))
+        return (conversation, event["id"])
+    interaction = detail.get("interaction.id")
+    return (
+        interaction if isinstance(interaction, str) else None,
+        detail.get("eventId") or event["id"],
+    )
 
 
 @dataclass(frozen=True)
@@ -274,7 +301,7 @@ def plan_lifecycle(rng: random.Random, profile: TrafficProfile) -> list[_Planned
     return plan
 
 
-def _random_uuid(rng: random.Random) -> str:
+def random_uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
@@ -283,30 +310,23 @@ def envelope_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class TrafficGenerator:
-    """Endless, seeded CXone traffic; `take(n)` returns the next n items.
+class ProviderTraffic:
+    """Endless, seeded traffic of one provider; `take(n)` returns the next n items.
 
-    State (interactions in flight, the simulated clock, recent events to re-deliver) carries
-    over between calls, so a long-running sender can keep taking chunks. Reordering happens
-    within one chunk: take chunks of a hundred or more for it to find partners.
+    The provider's subclass makes the events (`_next_valid_event`, `_invalid_event`) and says
+    which can be re-delivered and how (`_redeliverable`, `_redelivery`); this class mixes in
+    duplicates, reordering and invalid events in the profile's proportions. State (what is in
+    flight, the simulated clock, recent events to re-deliver) carries over between calls, so a
+    long-running sender can keep taking chunks. Reordering happens within one chunk: take
+    chunks of a hundred or more for it to find partners.
     """
 
-    def __init__(
-        self,
-        profile: TrafficProfile | None = None,
-        seed: int | None = None,
-        source: str = DEFAULT_EVENT_SOURCE,
-        start: datetime | None = None,
-    ) -> None:
+    invalid_kinds: tuple[str, ...] = ()
+
+    def __init__(self, profile: TrafficProfile | None, seed: int | None, start: datetime | None):
         self.profile = profile or TrafficProfile()
-        self.source = source
         self._rng = random.Random(seed)
         self._clock = (start or utc_now()).astimezone(UTC)
-        self._run_tag = f"{self._rng.getrandbits(16):04x}"
-        self._interactions_started = 0
-        self._active: list[_Interaction] = []
-        # Only events with a provider id are re-delivered, so duplicates sent through
-        # PutEvents (which assigns a new envelope id) are still recognisable as duplicates.
         self._recent: deque[dict[str, Any]] = deque(maxlen=self.profile.duplicate_window)
 
     # -- public
@@ -334,7 +354,7 @@ class TrafficGenerator:
         owed_duplicates = 0
         for kind in kinds:
             if kind == "invalid":
-                reason = rng.choice(INVALID_KINDS)
+                reason = rng.choice(self.invalid_kinds)
                 items.append(TrafficItem("invalid", self._invalid_event(reason), False, reason))
             elif kind == "duplicate":
                 owed_duplicates += 1
@@ -342,20 +362,107 @@ class TrafficGenerator:
                 event = valid_events[valid_position]
                 items.append(TrafficItem("valid", event, valid_position in late_positions))
                 valid_position += 1
-                if "eventId" in event["detail"]:
+                if self._redeliverable(event):
                     self._recent.append(event)
             while owed_duplicates and self._recent:
                 original = rng.choice(self._recent)
-                items.append(TrafficItem("duplicate", copy.deepcopy(original)))
+                items.append(TrafficItem("duplicate", self._redelivery(original)))
                 owed_duplicates -= 1
-        # Still owed (no event had a provider id): fresh events keep the count. Generated
+        # Still owed (nothing could be re-delivered): fresh events keep the count. Generated
         # last, so they come after every other event of their interaction.
         for _ in range(owed_duplicates):
             event = self._next_valid_event()
             items.append(TrafficItem("valid", event))
-            if "eventId" in event["detail"]:
+            if self._redeliverable(event):
                 self._recent.append(event)
         return items
+
+    # -- what a provider's subclass provides
+
+    def _next_valid_event(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _invalid_event(self, reason: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _redeliverable(self, event: dict[str, Any]) -> bool:
+        """Whether a copy of this event sent again is still recognisable as a duplicate."""
+        raise NotImplementedError
+
+    def _redelivery(self, original: dict[str, Any]) -> dict[str, Any]:
+        """The copy of an event that a re-delivery (or a provider's re-send) carries."""
+        return copy.deepcopy(original)
+
+    # -- shared
+
+    def _reorder(self, events: list[dict[str, Any]]) -> set[int]:
+        """Swap some events with the next event of their interaction; return the late positions.
+
+        Each swap involves two positions no other swap touches and the interaction's very next
+        event, so each makes exactly one event late: the older one, now emitted second (every
+        provider's generator makes an interaction's order keys strictly increase).
+        """
+        rng, profile = self._rng, self.profile
+        target = sum(1 for _ in events if rng.random() < profile.reorder_ratio)
+        if target == 0:
+            return set()
+        interaction_of = [expected_keys(event)[0] or "" for event in events]
+        candidates = list(range(len(events)))
+        rng.shuffle(candidates)
+        used: set[int] = set()
+        late: set[int] = set()
+        for position in candidates:
+            if len(late) >= target:
+                break
+            if position in used:
+                continue
+            partner = _next_of_same_interaction(interaction_of, position, profile.reorder_window)
+            if partner is None or partner in used:
+                continue
+            # Both positions belong to the same interaction, so interaction_of is unchanged.
+            events[position], events[partner] = events[partner], events[position]
+            used.update((position, partner))
+            late.add(partner)
+        return late
+
+    def _envelope(
+        self, source: str, detail_type: str, detail: dict[str, Any], moment: datetime
+    ) -> dict[str, Any]:
+        return {
+            "version": "0",
+            "id": random_uuid(self._rng),
+            "detail-type": detail_type,
+            "source": source,
+            "account": self.profile.account,
+            "time": envelope_time(moment),
+            "region": self.profile.region,
+            "resources": [],
+            "detail": detail,
+        }
+
+
+class TrafficGenerator(ProviderTraffic):
+    """Endless, seeded CXone traffic (the CXone profile); `take(n)` returns the next n items."""
+
+    invalid_kinds = INVALID_KINDS
+
+    def __init__(
+        self,
+        profile: TrafficProfile | None = None,
+        seed: int | None = None,
+        source: str = DEFAULT_EVENT_SOURCE,
+        start: datetime | None = None,
+    ) -> None:
+        super().__init__(profile, seed, start)
+        self.source = source
+        self._run_tag = f"{self._rng.getrandbits(16):04x}"
+        self._interactions_started = 0
+        self._active: list[_Interaction] = []
+
+    def _redeliverable(self, event: dict[str, Any]) -> bool:
+        # Only events with a provider id are re-delivered, so duplicates sent through
+        # PutEvents (which assigns a new envelope id) are still recognisable as duplicates.
+        return "eventId" in event["detail"]
 
     # -- internals
 
@@ -381,19 +488,6 @@ class TrafficGenerator:
             self._active.append(self._new_interaction())
         return self._rng.choice(self._active)
 
-    def _envelope(self, detail_type: str, detail: dict[str, Any], moment: datetime) -> dict:
-        return {
-            "version": "0",
-            "id": _random_uuid(self._rng),
-            "detail-type": detail_type,
-            "source": self.source,
-            "account": self.profile.account,
-            "time": envelope_time(moment),
-            "region": self.profile.region,
-            "resources": [],
-            "detail": detail,
-        }
-
     def _next_valid_event(self) -> dict[str, Any]:
         interaction = self._pick_interaction()
         planned = interaction.plan.popleft()
@@ -409,40 +503,11 @@ class TrafficGenerator:
             "timestamp": rfc3339(moment),
         }
         if self._rng.random() < self.profile.event_id_ratio:
-            detail["eventId"] = _random_uuid(self._rng)
+            detail["eventId"] = random_uuid(self._rng)
         if interaction.next_sequence == 0 or self._rng.random() < self.profile.metadata_ratio:
             detail["metadata"] = {"skill": interaction.skill, "channel": interaction.channel}
         interaction.next_sequence += 1
-        return self._envelope(planned.detail_type, detail, moment)
-
-    def _reorder(self, events: list[dict[str, Any]]) -> set[int]:
-        """Swap some events with the next event of their interaction; return the late positions.
-
-        Each swap involves two positions no other swap touches and the interaction's very next
-        event, so each makes exactly one event late: the older one, now emitted second.
-        """
-        rng, profile = self._rng, self.profile
-        target = sum(1 for _ in events if rng.random() < profile.reorder_ratio)
-        if target == 0:
-            return set()
-        interaction_of = [event["detail"]["interaction.id"] for event in events]
-        candidates = list(range(len(events)))
-        rng.shuffle(candidates)
-        used: set[int] = set()
-        late: set[int] = set()
-        for position in candidates:
-            if len(late) >= target:
-                break
-            if position in used:
-                continue
-            partner = _next_of_same_interaction(interaction_of, position, profile.reorder_window)
-            if partner is None or partner in used:
-                continue
-            # Both positions belong to the same interaction, so interaction_of is unchanged.
-            events[position], events[partner] = events[partner], events[position]
-            used.update((position, partner))
-            late.add(partner)
-        return late
+        return self._envelope(self.source, planned.detail_type, detail, moment)
 
     def _invalid_event(self, reason: str) -> dict[str, Any]:
         """An event as CXone might send it after schema drift or a bug: it breaks the contract."""
@@ -480,7 +545,7 @@ class TrafficGenerator:
             detail["metadata"] = ["skill", interaction.skill]
         else:
             raise ValueError(f"unknown invalid kind {reason!r}")
-        return self._envelope(detail_type, detail, moment)
+        return self._envelope(self.source, detail_type, detail, moment)
 
 
 def _next_of_same_interaction(interaction_of: list[str], position: int, window: int) -> int | None:
