@@ -193,17 +193,28 @@ def subscriber_queue_name(topic_name: str) -> str:
 
 
 class Traffic:
-    """Simulated CXone traffic put on the bus at a steady rate, timestamps on the wall clock."""
+    """Simulated traffic of the enabled providers (CXone, Genesys, Amazon Connect) put on the
+    buses at a steady rate, timestamps on the wall clock: Connect's on the default bus, the
+    others on the stage's bus (where the Genesys rule stands in for the partner bus's)."""
 
-    def __init__(self, events_client: Any, bus: str, rate: float, source: str) -> None:
-        from scripts.traffic.simulate import TrafficGenerator, TrafficProfile
+    def __init__(
+        self,
+        events_client: Any,
+        bus: str,
+        rate: float,
+        source: str,
+        connect_bus: str,
+        providers: Sequence[str],
+    ) -> None:
+        from scripts.traffic.providers import make_traffic
+        from scripts.traffic.simulate import TrafficProfile, bus_by_source
 
         self.events_client = events_client
-        self.bus = bus
+        self.bus = bus_by_source(bus, connect_bus)
         self.rate = rate
         # One simulated gap per real one, so occurred_at tracks the clock (latency is real).
         profile = TrafficProfile(mean_gap_ms=1000.0 / rate)
-        self.generator = TrafficGenerator(profile, source=source)
+        self.generator = make_traffic("mix", profile, cxone_source=source, mix=providers)
         self.clamp = WallClockClamp()
         self.sent = 0
         self.send_failures = 0
@@ -369,8 +380,15 @@ class LocalStack:
                     self.stack["quarantine"]["queue_url"],
                 )
                 self.consumers.start()
+            enabled = {"genesys": settings.genesys_enabled, "connect": settings.connect_enabled}
+            providers = ["cxone", *(name for name, on in enabled.items() if on)]
             self.traffic = Traffic(
-                clients.events, settings.names.event_bus, self.args.rate, settings.event_source
+                clients.events,
+                settings.names.event_bus,
+                self.args.rate,
+                settings.event_source,
+                settings.connect_event_bus,
+                providers,
             )
             self.traffic.start()
 

@@ -9,22 +9,18 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 from chalicelib.config import DEFAULT_EVENT_SOURCE
 from scripts.traffic.connect import ConnectTrafficGenerator
 from scripts.traffic.genesys import GenesysTrafficGenerator
-from scripts.traffic.simulate import TrafficGenerator, TrafficItem, TrafficProfile
+from scripts.traffic.simulate import TrafficGenerator, TrafficItem, TrafficProfile, TrafficSource
 
 Provider = Literal["cxone", "genesys", "connect"]
 PROVIDERS: tuple[Provider, ...] = ("cxone", "genesys", "connect")
 # Shares of the mix: CXone stays the bulk (the relay's first profile), Genesys brings long
 # transcription streams, Amazon Connect the unordered, timestamp-poor lifecycle events.
-MIX_WEIGHTS: dict[Provider, float] = {"cxone": 0.5, "genesys": 0.3, "connect": 0.2}
-
-
-class TrafficSource(Protocol):
-    def take(self, count: int) -> list[TrafficItem]: ...
+MIX_WEIGHTS: dict[str, float] = {"cxone": 0.5, "genesys": 0.3, "connect": 0.2}
 
 
 class MixedTraffic:
@@ -56,7 +52,7 @@ def make_traffic(
     cxone_source: str = DEFAULT_EVENT_SOURCE,
     start: datetime | None = None,
     same_id_redeliveries: bool = False,
-    mix: Sequence[Provider] = PROVIDERS,
+    mix: Sequence[str] = PROVIDERS,
 ) -> TrafficSource:
     """The generator `--provider` names; "mix" interleaves the providers in `mix`.
 
@@ -64,7 +60,11 @@ def make_traffic(
     re-delivery of the same envelope, EventBridge's own kind of duplicate, can be reproduced.
     """
 
-    def one(name: Provider, seed: int | None) -> TrafficSource:
+    unknown = sorted({provider, *mix} - {*PROVIDERS, "mix"})
+    if unknown:
+        raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(PROVIDERS)}")
+
+    def one(name: str, seed: int | None) -> TrafficSource:
         if name == "cxone":
             return TrafficGenerator(profile, seed, cxone_source, start)
         if name == "genesys":
@@ -79,5 +79,7 @@ def make_traffic(
         return one(provider, seed)
     seeds = random.Random(seed)
     # A seed of its own for each provider: the same --seed gives the same mix.
-    sources = {name: one(name, None if seed is None else seeds.getrandbits(32)) for name in mix}
-    return MixedTraffic(sources, {name: MIX_WEIGHTS[name] for name in mix}, seed)
+    sources: dict[str, TrafficSource] = {
+        name: one(name, None if seed is None else seeds.getrandbits(32)) for name in mix
+    }
+    return MixedTraffic(sources, {name: MIX_WEIGHTS[name] for name in sources}, seed)

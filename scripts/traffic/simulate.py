@@ -1,9 +1,12 @@
-"""Simulated CXone traffic: realistic interaction lifecycles, with the faults real traffic has.
+"""Simulated contact-center traffic: realistic lifecycles, with the faults real traffic has.
 
 Generation is pure and deterministic for a seed: `TrafficGenerator` / `generate_traffic` build
-EventBridge events of the CXone profile (the CXone inbound contract) and record,
-per emitted item, whether it is a valid event, a re-delivery of one (a duplicate) or an event
-that breaks the contract, so whoever receives them can reconcile counts with `summarize`.
+EventBridge events of the CXone profile (the CXone inbound contract); scripts.traffic.genesys
+and scripts.traffic.connect do the same for Genesys Cloud and Amazon Connect, and
+scripts.traffic.providers mixes them (`--provider`). Each records, per emitted item, whether it
+is a valid event, a re-delivery of one (a duplicate) or an event that breaks the contract, so
+whoever receives them can reconcile counts with `summarize` (keys per provider:
+`expected_keys`).
 
 Sending is a thin adapter: `send_to_bus` (PutEvents, as CXone would) or `send_to_queue`
 (SendMessageBatch of the whole envelope, as an EventBridge target delivers it — the only way to
@@ -13,6 +16,12 @@ re-deliver the *same* envelope id, since PutEvents assigns a fresh id to every e
     python -m scripts.simulate --bus NAME --rate 20 --duration 60
     python -m scripts.simulate --queue-url URL --count 500 --seed 7
     python -m scripts.simulate --via https                   # signed POST /events of the stack
+    python -m scripts.simulate --stack --provider mix        # CXone, Genesys and Connect
+
+Amazon Connect events go to the default bus (`--connect-bus`), where AWS publishes them. AWS
+refuses PutEvents with the reserved `aws.*` sources (`aws.connect`, `aws.partner/...`), so on
+AWS send Genesys or Connect traffic with --queue-url; the local stack's moto takes them on
+its buses.
 
 `send_over_https` is the push sender: batches of up to 10 events, each request signed
 (X-Relay-Timestamp, X-Relay-Signature) with the stack's push secret, read from Secrets Manager.
@@ -33,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from chalicelib.config import (
     CONNECT_SOURCE,
@@ -232,6 +241,12 @@ def summarize(items: Iterable[TrafficItem]) -> TrafficSummary:
     for item in items:
         tally.add(item)
     return tally.summary()
+
+
+class TrafficSource(Protocol):
+    """Endless traffic, taken in chunks: a provider's generator or a mix of them."""
+
+    def take(self, count: int) -> list[TrafficItem]: ...
 
 
 # --------------------------------------------------------------------------- generation
@@ -650,9 +665,18 @@ def put_events_entry(event: dict[str, Any], bus_name: str) -> dict[str, Any]:
     return entry
 
 
+BusOf = Callable[[dict[str, Any]], str]
+
+
+def bus_by_source(bus: str, connect_bus: str) -> BusOf:
+    """Amazon Connect events on `connect_bus` (AWS publishes them on the default bus), the
+    rest on `bus` (CXone's bus; locally also Genesys's, see scripts.local.stack)."""
+    return lambda event: connect_bus if event.get("source") == CONNECT_SOURCE else bus
+
+
 def send_to_bus(
     events_client: Any,
-    bus_name: str,
+    bus: str | BusOf,
     events: Iterable[dict[str, Any]],
     *,
     max_attempts: int = 4,
@@ -661,15 +685,18 @@ def send_to_bus(
 ) -> SendResult:
     """PutEvents in chunks of 10, retrying failed entries; what still fails is reported.
 
-    EventBridge gives every entry a new envelope id: a duplicate sent this way is recognisable
-    only by its `detail.eventId` (every duplicate the generator makes has one).
+    `bus` is a bus name, or a function of the event (`bus_by_source`). EventBridge gives every
+    entry a new envelope id: a duplicate sent this way is recognisable only by its provider's
+    key (CXone's `detail.eventId`, Genesys's content key); Amazon Connect's generator makes
+    no duplicates for this path.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
     batch = list(events)
+    bus_of: BusOf = (lambda _: bus) if isinstance(bus, str) else bus
 
     def send_chunk(indices: list[int]) -> _RequestFailures:
-        entries = [put_events_entry(batch[index], bus_name) for index in indices]
+        entries = [put_events_entry(batch[index], bus_of(batch[index])) for index in indices]
         try:
             response = events_client.put_events(Entries=entries)
         except (BotoCoreError, ClientError) as error:
@@ -815,7 +842,7 @@ def chunk_size_for_rate(rate: float) -> int:
 
 def run_traffic(
     send: Sender,
-    generator: TrafficGenerator,
+    generator: TrafficSource,
     *,
     rate: float,
     count: int | None = None,
@@ -885,6 +912,7 @@ class StackInfo:
     ingest_queue_url: str | None
     push_url: str | None = None
     push_secret_name: str | None = None
+    default_event_bus_name: str | None = None
 
 
 def load_stack(path: Path) -> StackInfo:
@@ -902,6 +930,7 @@ def load_stack(path: Path) -> StackInfo:
         ingest_queue_url=data.get("ingest_queue_url"),
         push_url=(data.get("push") or {}).get("url"),
         push_secret_name=(data.get("push") or {}).get("secret_name"),
+        default_event_bus_name=data.get("default_event_bus_name"),
     )
 
 
@@ -929,7 +958,18 @@ def _positive(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.simulate",
-        description="Send simulated CXone interaction traffic to an EventBridge bus or SQS queue.",
+        description="Send simulated contact-center traffic (CXone, Genesys Cloud, Amazon "
+        "Connect) to an EventBridge bus or SQS queue.",
+    )
+    parser.add_argument(
+        "--provider",
+        choices=("cxone", "genesys", "connect", "mix"),
+        default="cxone",
+        help="whose events (default cxone); mix: the three interleaved",
+    )
+    parser.add_argument(
+        "--connect-bus",
+        help="bus for Amazon Connect events (default: the stack's default bus, else 'default')",
     )
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--bus", help="event bus name (PutEvents)")
@@ -980,11 +1020,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summary_table(run: TrafficRun, destination: str, invalid_outcome: str = "quarantined") -> Any:
+def _summary_table(
+    run: TrafficRun, destination: str, invalid_outcome: str = "quarantined", provider: str = "cxone"
+) -> Any:
     from rich.table import Table
 
     summary = run.summary
-    table = Table(title=f"Simulated CXone traffic → {destination}")
+    table = Table(title=f"Simulated {provider} traffic → {destination}")
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_column("expect at the relay")
@@ -1054,7 +1096,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = _profile_from_args(args)
     except ValueError as error:
         parser.error(str(error))
-    generator = TrafficGenerator(profile, args.seed, source)
+    if args.via == "https" and args.provider in ("connect", "mix"):
+        parser.error(
+            "POST /events puts events on the relay's own bus, where no Amazon Connect rule "
+            "listens: send Connect traffic to the bus (--stack) or the queue (--via queue)"
+        )
+    from scripts.traffic.providers import make_traffic
+
+    generator = make_traffic(
+        args.provider,
+        profile,
+        args.seed,
+        cxone_source=source,
+        # Only a send to the queue (or a print) can repeat an envelope id, as EventBridge does.
+        same_id_redeliveries=bool(args.dry_run or args.queue_url or args.via == "queue"),
+    )
     count: int | None = args.count
     if count is None and args.duration is None:
         count = 200
@@ -1082,9 +1138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not queue_url:
                 parser.error("--via queue needs --stack (or give --queue-url URL)")
         bus = args.bus or (stack.event_bus_name if stack and not queue_url else None)
+        connect_bus = (
+            args.connect_bus or (stack.default_event_bus_name if stack else None) or "default"
+        )
+        if args.provider == "connect":
+            bus = bus or connect_bus
         if not bus and not queue_url:
             parser.error("give --bus NAME, --queue-url URL or --stack")
-        send, destination = _make_sender(bus, queue_url, endpoint_url, region)
+        send, destination = _make_sender(bus, connect_bus, queue_url, endpoint_url, region)
     run, interrupted = _run_with_progress(
         send, generator, args.rate, count, args.duration, expected
     )
@@ -1096,7 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(_summary_document(run, destination)))
         return 130 if interrupted else (1 if run.failed else 0)
-    console.print(_summary_table(run, destination, invalid_outcome))
+    console.print(_summary_table(run, destination, invalid_outcome, args.provider))
     for failure in run.failed[:10]:
         console.print(
             f"[red]not sent[/red] {failure.event.get('id')}: "
@@ -1110,7 +1171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _make_sender(
-    bus: str | None, queue_url: str | None, endpoint_url: str | None, region: str | None
+    bus: str | None,
+    connect_bus: str,
+    queue_url: str | None,
+    endpoint_url: str | None,
+    region: str | None,
 ) -> tuple[Sender, str]:
     import boto3
     from botocore.exceptions import NoRegionError
@@ -1120,7 +1185,11 @@ def _make_sender(
     try:
         if bus:
             events_client = boto3.client("events", **client_kwargs)
-            return (lambda events: send_to_bus(events_client, bus, events)), f"bus {bus}"
+            route = bus_by_source(bus, connect_bus)
+            destination = f"bus {bus}" + (
+                f" (Amazon Connect: {connect_bus})" * (bus != connect_bus)
+            )
+            return (lambda events: send_to_bus(events_client, route, events)), destination
         assert queue_url is not None
         sqs_client = boto3.client("sqs", **client_kwargs)
         return (lambda events: send_to_queue(sqs_client, queue_url, events)), f"queue {queue_url}"
@@ -1164,7 +1233,7 @@ def _make_https_sender(
 
 def _run_with_progress(
     send: Sender,
-    generator: TrafficGenerator,
+    generator: TrafficSource,
     rate: float,
     count: int | None,
     duration: float | None,
