@@ -15,19 +15,17 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
 from chalicelib.push.handler import signed_headers
-from scripts.traffic.simulate import put_events_entry
 from tests.support.helpers import DELIVERED_FIELDS, cxone_event
 from tests.support.local_stack import PROJECT, drain, running_stack
+from tests.support.stack_clients import aws, dead_letters, put_on_bus, wait_until_ingest_is_idle
 
 pytestmark = pytest.mark.slow
 SAMPLES = PROJECT / "tests" / "fixtures" / "genesys"
@@ -145,40 +143,11 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         yield stack
 
 
-def aws(stack: dict[str, Any], service: str) -> Any:
-    session = boto3.Session(
-        aws_access_key_id="local", aws_secret_access_key="local", region_name=stack["region"]
-    )
-    return session.client(service, endpoint_url=stack["aws_endpoint_url"])
-
-
-def put_on_bus(stack: dict[str, Any], events: list[dict[str, Any]]) -> None:
-    client = aws(stack, "events")
-    for start in range(0, len(events), 10):
-        entries = [put_events_entry(e, stack["event_bus_name"]) for e in events[start : start + 10]]
-        assert client.put_events(Entries=entries)["FailedEntryCount"] == 0
-
-
 def dedup_key(event: dict[str, Any]) -> str:
     """The Genesys profile's key by hand: topicName and the SHA-256 of the body's canonical JSON."""
     detail = event["detail"]
     body = json.dumps(detail["eventBody"], sort_keys=True, separators=(",", ":"))
     return f"{detail['topicName']}|{hashlib.sha256(body.encode()).hexdigest()}"
-
-
-def wait_until_ingest_is_idle(stack: dict[str, Any], seconds: float) -> None:
-    """Every message the ingest queue held was acknowledged (none waiting, none in flight)."""
-    sqs = aws(stack, "sqs")
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        counts = sqs.get_queue_attributes(
-            QueueUrl=stack["ingest_queue_url"],
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        if set(counts.values()) == {"0"}:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the ingest queue still holds messages: {counts}")
 
 
 def test_genesys_samples_reach_every_consumer_and_malformed_ones_are_quarantined(
@@ -208,7 +177,7 @@ def test_genesys_samples_reach_every_consumer_and_malformed_ones_are_quarantined
     }
     first_wave = [samples[name] for name in EXPECTED]
 
-    put_on_bus(stack, [*first_wave, no_body, no_interaction])
+    put_on_bus(stack, stack["event_bus_name"], [*first_wave, no_body, no_interaction])
 
     by_key = {dedup_key(samples[name]): name for name in EXPECTED}
     assert len(by_key) == len(EXPECTED), "two samples share a key"
@@ -246,16 +215,13 @@ def test_genesys_samples_reach_every_consumer_and_malformed_ones_are_quarantined
 
     # Genesys re-sends a notification: the same body under a new EventBridge id and time.
     resent = {**samples[CHAT_END], "id": uuid_of("5e5e5e5e", 1), "time": "2026-11-29T09:05:00Z"}
-    put_on_bus(stack, [resent])
+    put_on_bus(stack, stack["event_bus_name"], [resent])
     wait_until_ingest_is_idle(stack, 30)
     # Acknowledged, so already published if it was going to be (fan-out precedes the ack).
     for consumer, where in stack["consumers"].items():
         assert drain(sqs, where["queue_url"], 1, 1) == [], f"{consumer} got the re-send"
     assert drain(sqs, stack["quarantine"]["queue_url"], 1, 1) == []
-    dead = sqs.get_queue_attributes(
-        QueueUrl=stack["ingest_dlq_url"], AttributeNames=["ApproximateNumberOfMessages"]
-    )["Attributes"]["ApproximateNumberOfMessages"]
-    assert dead == "0"
+    assert dead_letters(stack) == 0
 
 
 def test_a_signed_post_is_delivered_end_to_end_and_an_unsigned_one_is_refused(
