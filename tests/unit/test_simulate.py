@@ -1,4 +1,5 @@
-"""The CXone traffic generator: realistic, deterministic, and honest about what it injected."""
+"""The traffic generators (CXone, Genesys, Amazon Connect, their mix): realistic, deterministic,
+and honest about what they injected."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import re
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,14 +18,20 @@ import pytest
 from botocore.stub import Stubber
 
 from chalicelib.config import DEFAULT_STAGES, DETAIL_TYPE_ROUTING, DETAIL_TYPE_STAGE, load_settings
+from chalicelib.ingest.ordering import HighWaterMark
 from chalicelib.model import CanonicalEvent
 from chalicelib.providers.validation import validate_event
+from scripts.traffic.connect import INVALID_KINDS as CONNECT_INVALID_KINDS
+from scripts.traffic.connect import without_timestamps
+from scripts.traffic.genesys import INVALID_KINDS as GENESYS_INVALID_KINDS
+from scripts.traffic.providers import make_traffic
 from scripts.traffic.simulate import (
     INVALID_KINDS,
     SendResult,
     TrafficGenerator,
     TrafficItem,
     TrafficProfile,
+    bus_by_source,
     generate_traffic,
     main,
     run_traffic,
@@ -426,3 +433,223 @@ def test_cli_dry_run_prints_the_events_as_json_lines(capsys: pytest.CaptureFixtu
     events = [json.loads(line) for line in lines]
     assert all(event["source"] == "com.nice.cxone.interactions" for event in events)
     assert all(contract_errors(event) == [] for event in events)
+
+
+# --------------------------------------------------------------------------- other providers
+
+CONNECT_LIFECYCLE = (
+    "INITIATED",
+    "CONNECTED_TO_SYSTEM",
+    "QUEUED",
+    "CONNECTED_TO_AGENT",
+    "DISCONNECTED",
+    "COMPLETED",
+)
+GENESYS_CONVERSATION = (
+    "customer.start",
+    "acd.start",
+    "acd.end",
+    "user.start",
+    "transcription",
+    "user.end",
+    "acw",
+    "customer.end",
+)
+RELAY_SETTINGS = load_settings({"AWS_REGION": "us-east-1"})
+
+
+def provider_traffic(provider: str, count: int, seed: int, **profile: Any) -> list[TrafficItem]:
+    return make_traffic(provider, TrafficProfile(**profile), seed, start=START).take(count)
+
+
+def contacts(items: Sequence[TrafficItem]) -> dict[str, list[dict[str, Any]]]:
+    """Each Connect contact's valid events' details, in emission order."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in items:
+        if item.kind == "valid":
+            grouped[item.event["detail"]["contactId"]].append(item.event["detail"])
+    return grouped
+
+
+def test_connect_contacts_go_through_their_lifecycle_and_transfers_start_new_contacts() -> None:
+    items = provider_traffic("connect", 3000, 21, reorder_ratio=0.0, invalid_ratio=0.0)
+    by_contact = contacts(items)
+    transfers = data_updates = 0
+
+    for contact_id, details in by_contact.items():
+        types = [d["eventType"] for d in details if d["eventType"] != "CONTACT_DATA_UPDATED"]
+        data_updates += len(details) - len(types)
+        # The lifecycle in order, up to where the run stopped; a transferred-to contact starts
+        # in the queue (it never meets the IVR: no CONNECTED_TO_SYSTEM).
+        first = details[0]
+        if first["initiationMethod"] == "TRANSFER":
+            transfers += 1
+            assert first["previousContactId"] in by_contact, contact_id
+            assert first["initialContactId"] != contact_id
+            expected = [t for t in CONNECT_LIFECYCLE if t != "CONNECTED_TO_SYSTEM"]
+        else:
+            assert "initialContactId" not in first
+            expected = list(CONNECT_LIFECYCLE)
+        assert types == expected[: len(types)], (contact_id, types)
+        assert {d["channel"] for d in details} <= {"VOICE", "CHAT", "TASK"}
+
+    assert transfers > 20 and data_updates > 20
+
+
+def test_connect_events_sometimes_lack_timestamps_and_the_relay_takes_them() -> None:
+    items = provider_traffic("connect", 2000, 22, invalid_ratio=0.0)
+    own = {
+        "INITIATED": ("initiationTimestamp",),
+        "QUEUED": ("queueInfo", "enqueueTimestamp"),
+        "DISCONNECTED": ("disconnectTimestamp",),
+    }
+    missing = bare = 0
+
+    for item in items:
+        detail = item.event["detail"]
+        path = own.get(detail["eventType"])
+        value: Any = detail
+        for key in path or ():
+            value = value.get(key) if isinstance(value, dict) else None
+        missing += path is not None and value is None
+        bare += detail["eventType"] == "DISCONNECTED" and without_timestamps(detail) == detail
+        event = validate_event(item.event, RELAY_SETTINGS)
+        assert isinstance(event, CanonicalEvent), item.event
+        assert (event.interaction_id, event.dedup_key) == item.dedup_key
+        assert event.interaction_id == detail.get("initialContactId", detail["contactId"])
+
+    assert missing > 20 and bare > 5
+
+
+def test_genesys_transcription_streams_share_one_correlation_id_per_conversation() -> None:
+    items = provider_traffic(
+        "genesys", 3000, 23, invalid_ratio=0.0, duplicate_ratio=0.0, reorder_ratio=0.0
+    )
+    streams: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    topics: dict[str, list[str]] = defaultdict(list)
+
+    for item in items:
+        detail = item.event["detail"]
+        conversation = detail["eventBody"]["conversationId"]
+        suffix = detail["topicName"].split(conversation + ".")[1]
+        topics[conversation].append(suffix)
+        if suffix == "transcription":
+            streams[conversation].append(detail)
+
+    long_streams = [s for s in streams.values() if len(s) >= 20]
+    assert len(long_streams) >= 5
+    for stream in long_streams:
+        assert len({d["metadata"]["CorrelationId"] for d in stream}) == 1
+        assert len({json.dumps(d["eventBody"], sort_keys=True) for d in stream}) == len(stream)
+    without_transcription = [s for s in GENESYS_CONVERSATION if s != "transcription"]
+    for conversation, suffixes in topics.items():
+        # One conversation's topics in their order, its transcription stream (if any) between
+        # user.start and user.end; the run may stop mid-conversation.
+        collapsed = [s for n, s in enumerate(suffixes) if n == 0 or s != suffixes[n - 1]]
+        expected = GENESYS_CONVERSATION if "transcription" in collapsed else without_transcription
+        assert collapsed == list(expected[: len(collapsed)]), (conversation, collapsed)
+
+
+def test_a_genesys_duplicate_is_a_re_send_of_the_same_notification() -> None:
+    items = provider_traffic("genesys", 2000, 24, invalid_ratio=0.0)
+    first_copies = {item.dedup_key: item.event for item in items if item.kind == "valid"}
+    duplicates = [item for item in items if item.kind == "duplicate"]
+
+    assert len(duplicates) > 50
+    for item in duplicates:
+        original = first_copies[item.dedup_key]
+        assert item.event["detail"] == original["detail"]
+        assert item.event["id"] != original["id"]  # a new EventBridge id, as Genesys re-sends
+
+
+def test_connect_duplicates_repeat_the_envelope_and_only_where_an_id_can_repeat() -> None:
+    for_the_bus = provider_traffic("connect", 1000, 25)
+    for_the_queue = make_traffic(
+        "connect", TrafficProfile(), 25, start=START, same_id_redeliveries=True
+    ).take(1000)
+    sent_before = {item.event["id"]: item.event for item in for_the_queue if item.kind == "valid"}
+
+    # PutEvents gives every entry a new id: a copy would be a second event, so none is made.
+    assert not any(item.kind == "duplicate" for item in for_the_bus)
+    summary = summarize(for_the_bus)
+    assert summary.total == 1000 == summary.valid + summary.invalid
+    redelivered = [item for item in for_the_queue if item.kind == "duplicate"]
+    assert len(redelivered) > 20
+    assert all(item.event == sent_before[item.event["id"]] for item in redelivered)
+
+
+@pytest.mark.parametrize("provider", ["cxone", "genesys", "connect", "mix"])
+def test_late_marks_are_exactly_the_events_the_relay_will_flag_late(provider: str) -> None:
+    """Replayed through the relay's own order rule and high-water mark, in emission order."""
+    items = provider_traffic(provider, 2000, 26, invalid_ratio=0.0)
+    marks: dict[str, HighWaterMark] = {}
+    seen: set[tuple[str | None, str]] = set()
+    late = 0
+
+    for item in items:
+        if item.kind != "valid" or item.dedup_key in seen:
+            continue
+        seen.add(item.dedup_key)
+        event = validate_event(item.event, RELAY_SETTINGS)
+        assert isinstance(event, CanonicalEvent)
+        mark = marks.get(event.interaction_id, HighWaterMark())
+        assert mark.is_late(event) == item.reordered, item.event
+        late += item.reordered
+        marks[event.interaction_id] = mark.advance(event)
+
+    assert late == summarize(items).reordered > 50
+
+
+@pytest.mark.parametrize(
+    ("provider", "kinds"), [("genesys", GENESYS_INVALID_KINDS), ("connect", CONNECT_INVALID_KINDS)]
+)
+def test_invalid_events_of_each_provider_are_refused_in_every_injected_way(
+    provider: str, kinds: tuple[str, ...]
+) -> None:
+    items = provider_traffic(provider, 600, 27, invalid_ratio=0.5, duplicate_ratio=0.0)
+    invalid = [item for item in items if item.kind == "invalid"]
+
+    assert {item.invalid_reason for item in invalid} == set(kinds)
+    for item in items:
+        accepted = isinstance(validate_event(item.event, RELAY_SETTINGS), CanonicalEvent)
+        assert accepted == (item.kind != "invalid"), (item.invalid_reason, item.event)
+
+
+def test_the_mix_interleaves_the_three_providers_and_still_adds_up() -> None:
+    items = provider_traffic("mix", 3000, 28)
+    again = provider_traffic("mix", 3000, 28)
+    summary = summarize(items)
+    sources = Counter(
+        "genesys" if s.startswith("aws.partner/") else s
+        for s in (item.event["source"] for item in items)
+    )
+
+    assert [item.event for item in items] == [item.event for item in again]
+    assert summary.total == 3000 == summary.valid + summary.duplicates + summary.invalid
+    assert set(sources) == {"com.nice.cxone.interactions", "genesys", "aws.connect"}
+    assert sources["com.nice.cxone.interactions"] > sources["genesys"] > sources["aws.connect"]
+    first_hundred = {item.event["source"][:12] for item in items[:100]}
+    assert len(first_hundred) == 3  # interleaved, not one provider after another
+
+
+def test_connect_events_go_to_the_default_bus_and_the_others_to_the_relay_bus() -> None:
+    events = [item.event for item in provider_traffic("mix", 200, 29)]
+    route = bus_by_source("relay-bus", "default")
+
+    buses = {(event["source"] == "aws.connect", route(event)) for event in events}
+    assert buses == {(True, "default"), (False, "relay-bus")}
+
+
+def test_cli_dry_run_of_a_provider_prints_its_events(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--provider", "genesys", "--dry-run", "--count", "40", "--seed", "4"]) == 0
+
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(events) == 40
+    assert all(event["source"].startswith("aws.partner/genesys.com/cloud/") for event in events)
+
+
+def test_cli_refuses_connect_traffic_through_post_events(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["--provider", "connect", "--via", "https", "--count", "5"])
+
+    assert "no Amazon Connect rule" in capsys.readouterr().err
