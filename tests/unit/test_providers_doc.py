@@ -31,7 +31,8 @@ REQUIRED = {
 
 def delivered_example(fixture: str) -> str:
     """The delivered message of a fixture, as JSON; received 800 ms after the envelope time."""
-    event = validate_record((FIXTURES / fixture).read_text(), load_settings({"AWS_REGION": "us-east-1"}))
+    settings = load_settings({"AWS_REGION": "us-east-1"})
+    event = validate_record((FIXTURES / fixture).read_text(), settings)
     assert isinstance(event, CanonicalEvent), event
     received = parse_rfc3339(event.event["time"]) + timedelta(milliseconds=800)
     message = delivered_message(event, received_at=rfc3339(received), late=False)
@@ -41,6 +42,6 @@ def delivered_example(fixture: str) -> str:
 def test_every_delivered_message_example_is_what_the_code_delivers_for_its_fixture() -> None:
     examples = {m["fixture"]: m["body"] for m in EXAMPLE.finditer(DOC.read_text())}
 
-    assert REQUIRED <= set(examples)
+    assert set(examples) >= REQUIRED
     for fixture, shown in examples.items():
         assert shown == delivered_example(fixture), fixture
