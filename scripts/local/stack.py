@@ -3,10 +3,10 @@
 An embedded moto server is the AWS endpoint (through the standard AWS_ENDPOINT_URL); the same
 provisioning code as for AWS creates everything; pollers stand in for Lambda's SQS event
 source mappings, a scheduler for EventBridge schedules, Chalice's local server serves the
-REST API, and a CXone stand-in answers token requests. Simulated CXone traffic flows through
-it unless --no-traffic. Ctrl-C, SIGTERM, --duration or the reader of its output going away
-(`make run | head`) stops everything; the summary is written to <state-dir>/summary.json first,
-then printed.
+REST API, and a CXone stand-in answers token requests. Simulated traffic (CXone, Genesys
+Cloud and Amazon Connect, mixed) flows through it unless --no-traffic. Ctrl-C, SIGTERM,
+--duration or the reader of its output going away (`make run | head`) stops everything; the
+summary is written to <state-dir>/summary.json first, then printed.
 """
 
 from __future__ import annotations
@@ -259,7 +259,9 @@ class WallClockClamp:
     then see it before it "occurred" (negative latency). At send time a timestamp still in the
     future becomes now. The mapping is remembered, so a later re-delivery of the same event
     (the generator copies events to make duplicates) carries the same new timestamp and stays
-    an exact duplicate. Order is kept by `sequence`, which every simulated event carries.
+    an exact duplicate. CXone order is kept by `sequence`, which every simulated CXone event
+    carries; Genesys and Amazon Connect events keep their own times (their clocks run behind
+    the wall clock, and only an envelope `time` still ahead of it moves).
     """
 
     REMEMBERED = 20_000  # far more than the generator's re-delivery window

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
@@ -64,7 +65,7 @@ def make_traffic(
     if unknown:
         raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(PROVIDERS)}")
 
-    def one(name: str, seed: int | None) -> TrafficSource:
+    def one(name: str, seed: int | None, profile: TrafficProfile) -> TrafficSource:
         if name == "cxone":
             return TrafficGenerator(profile, seed, cxone_source, start)
         if name == "genesys":
@@ -75,11 +76,17 @@ def make_traffic(
             profile, seed, start, same_id_redeliveries=same_id_redeliveries
         )
 
+    base = profile or TrafficProfile()
     if provider != "mix":
-        return one(provider, seed)
+        return one(provider, seed, base)
     seeds = random.Random(seed)
-    # A seed of its own for each provider: the same --seed gives the same mix.
-    sources: dict[str, TrafficSource] = {
-        name: one(name, None if seed is None else seeds.getrandbits(32)) for name in mix
-    }
-    return MixedTraffic(sources, {name: MIX_WEIGHTS[name] for name in sources}, seed)
+    weights = {name: MIX_WEIGHTS[name] for name in dict.fromkeys(mix)}
+    total = sum(weights.values())
+    sources: dict[str, TrafficSource] = {}
+    for name, weight in weights.items():
+        # Each provider emits only its share of the events, so its simulated time between two
+        # of them is longer by as much: every provider's clock keeps pace with the stream's.
+        share = replace(base, mean_gap_ms=base.mean_gap_ms * total / weight)
+        # A seed of its own for each provider: the same --seed gives the same mix.
+        sources[name] = one(name, None if seed is None else seeds.getrandbits(32), share)
+    return MixedTraffic(sources, weights, seed)

@@ -43,7 +43,7 @@ LIFECYCLE_RANK = {
     "DISCONNECTED": 5,
     "COMPLETED": 6,
 }
-WAIT_SECONDS = 100
+WAIT_SECONDS = 240  # a deadline, not a pause: the waits return as soon as the counts are in
 
 
 @pytest.fixture(scope="module")
