@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,17 @@ def wait_for(path: Path, process: subprocess.Popen, seconds: float) -> dict[str,
 
 @contextmanager
 def running_stack(
-    state_dir: Path, duration: int = 120
+    state_dir: Path, duration: int = 120, traffic_args: Sequence[str] | None = None
 ) -> Iterator[tuple[dict[str, Any], subprocess.Popen]]:
     """`python -m scripts.local_stack --no-traffic` on free ports; its stack.json and process.
+    With `traffic_args` (e.g. ["--rate", "5"]) it runs its simulated traffic instead.
 
     Started without the test session's AWS_/RELAY_ variables, as on a user's machine; stopped
     with Ctrl-C (SIGINT) if the test has not stopped it already.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RELAY_"))}
-    command = [sys.executable, "-m", "scripts.local_stack", "--no-traffic"]
+    traffic = ["--no-traffic"] if traffic_args is None else list(traffic_args)
+    command = [sys.executable, "-m", "scripts.local_stack", *traffic]
     command += ["--duration", str(duration), "--api-port", str(free_port())]
     command += ["--state-dir", str(state_dir)]
     process = subprocess.Popen(
