@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from chalicelib.aws import error_code
 from chalicelib.config import (
     CONNECT_SOURCE,
     DEFAULT_EVENT_SOURCE,
@@ -51,7 +52,7 @@ from chalicelib.config import (
     DETAIL_TYPE_STAGE,
     GENESYS_SOURCE_PREFIX,
 )
-from chalicelib.formats import rfc3339, utc_now
+from chalicelib.formats import parse_rfc3339, rfc3339, utc_now
 from chalicelib.providers.genesys import dedup_key as genesys_dedup_key
 from scripts.local.target import use_local_stack
 
@@ -637,15 +638,14 @@ def _send_with_retries(
 
 
 def _whole_request_failed(indices: list[int], error: Exception) -> _RequestFailures:
-    code = getattr(error, "response", {}).get("Error", {}).get("Code") or type(error).__name__
-    return {index: (code, str(error)) for index in indices}
+    return {index: (error_code(error), str(error)) for index in indices}
 
 
 def _parse_envelope_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_rfc3339(value)
     except ValueError:
         return None
 

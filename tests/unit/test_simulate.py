@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -18,6 +18,7 @@ import pytest
 from botocore.stub import Stubber
 
 from chalicelib.config import DEFAULT_STAGES, DETAIL_TYPE_ROUTING, DETAIL_TYPE_STAGE, load_settings
+from chalicelib.formats import parse_rfc3339
 from chalicelib.ingest.ordering import HighWaterMark
 from chalicelib.model import CanonicalEvent
 from chalicelib.providers.validation import validate_event
@@ -282,7 +283,7 @@ def put_events_request(events: Sequence[dict[str, Any]], bus: str) -> dict[str, 
                 "Detail": json.dumps(event["detail"], separators=(",", ":")),
                 "Resources": [],
                 "EventBusName": bus,
-                "Time": datetime.fromisoformat(event["time"].replace("Z", "+00:00")),
+                "Time": parse_rfc3339(event["time"]),
             }
             for event in events
         ]
@@ -653,3 +654,21 @@ def test_cli_refuses_connect_traffic_through_post_events(capsys: pytest.CaptureF
         main(["--provider", "connect", "--via", "https", "--count", "5"])
 
     assert "no Amazon Connect rule" in capsys.readouterr().err
+
+
+def test_in_the_mix_every_providers_clock_keeps_pace_with_the_stream() -> None:
+    """The local stack measures latency from occurred_at: no provider may fall behind."""
+    gap = timedelta(milliseconds=50)  # 20 events a second
+    items = make_traffic("mix", TrafficProfile(mean_gap_ms=50), 30, start=START).take(4000)
+    newest: dict[str, datetime] = {}
+
+    for item in items:
+        event = validate_event(item.event, RELAY_SETTINGS)
+        if isinstance(event, CanonicalEvent):
+            moment = parse_rfc3339(event.occurred_at)
+            newest[event.source[:12]] = max(moment, newest.get(event.source[:12], moment))
+
+    stream_end = START + gap * len(items)
+    assert len(newest) == 3
+    for source, moment in newest.items():
+        assert abs(moment - stream_end) < timedelta(seconds=40), (source, moment, stream_end)
