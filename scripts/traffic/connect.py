@@ -36,8 +36,7 @@ INVALID_KINDS = (
 )
 CHANNELS = ("VOICE", "VOICE", "VOICE", "CHAT", "TASK")
 QUEUES = 4
-# Of contacts, events and DISCONNECTED events respectively.
-TRANSFER_RATIO = 0.25
+# Of contacts (transfers: the profile's transfer_ratio), events and DISCONNECTED events.
 DATA_UPDATED_RATIO = 0.3
 MISSING_OWN_TIMESTAMP_RATIO = 0.1
 DISCONNECTED_WITHOUT_TIMESTAMPS_RATIO = 0.2
@@ -151,7 +150,7 @@ class ConnectTrafficGenerator(ProviderTraffic):
         if rng.random() < DATA_UPDATED_RATIO:
             plan.append((first, "CONTACT_DATA_UPDATED"))
         plan += [(first, "QUEUED"), (first, "CONNECTED_TO_AGENT")]
-        if rng.random() < TRANSFER_RATIO:
+        if rng.random() < self.profile.transfer_ratio:
             # The agent transfers: a new contact starts while the first one is disconnected
             # and its agent does after-contact work.
             second = self._new_contact(channel, "TRANSFER", first)

@@ -158,7 +158,11 @@ def test_amazon_connect_contact_chains_on_the_default_bus_are_delivered_once_in_
 ) -> None:
     stack, rng = local_stack, Random(5)
     profile = TrafficProfile(
-        duplicate_ratio=0.0, reorder_ratio=0.0, invalid_ratio=0.0, concurrent_interactions=6
+        duplicate_ratio=0.0,
+        reorder_ratio=0.0,
+        invalid_ratio=0.0,
+        transfer_ratio=0.5,
+        concurrent_interactions=6,
     )
     start = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
     generated = [item.event for item in ConnectTrafficGenerator(profile, 3, start).take(90)]
