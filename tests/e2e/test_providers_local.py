@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from random import Random
 from typing import Any
 
@@ -22,7 +26,7 @@ import pytest
 from scripts.traffic.connect import ConnectTrafficGenerator, without_timestamps
 from scripts.traffic.genesys import TRANSCRIPTION, genesys_source, transcription_detail
 from scripts.traffic.simulate import TrafficProfile, envelope_time, random_uuid
-from tests.support.local_stack import drain, running_stack
+from tests.support.local_stack import PROJECT, drain, running_stack
 from tests.support.stack_clients import (
     aws,
     dead_letters,
@@ -210,3 +214,27 @@ def test_amazon_connect_contact_chains_on_the_default_bus_are_delivered_once_in_
     assert "detail.contactId" in quarantined[0]["errors"], quarantined[0]["errors"]
     assert json.loads(quarantined[0]["raw"])["detail"]["eventType"] == "INITIATED"
     assert dead_letters(stack) == 0
+
+
+def test_simulate_sends_the_provider_mix_to_the_stacks_buses_and_its_counts_reconcile(
+    local_stack: dict[str, Any], tmp_path: Path
+) -> None:
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps(local_stack))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RELAY_"))}
+    command = [sys.executable, "-m", "scripts.simulate", "--stack", str(stack_file), "--json"]
+    command += ["--provider", "mix", "--count", "80", "--rate", "40", "--seed", "8"]
+
+    run = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["sent"] == 80 and summary["failed"] == []
+    # Every duplicate the mix sends through PutEvents is recognisable by its provider's key
+    # (CXone eventId, Genesys content), so each consumer gets each distinct valid event once.
+    for consumer, messages in deliveries_of(local_stack, summary["valid"], WAIT_SECONDS).items():
+        assert len(messages) == summary["valid"], consumer
+        sources = {m["source"].split("/")[0] for m in messages}
+        assert sources == {"com.nice.cxone.interactions", "aws.partner", "aws.connect"}
+    quarantined = drain(aws(local_stack, "sqs"), local_stack["quarantine"]["queue_url"], 80, 5)
+    assert len(quarantined) == summary["invalid"]
