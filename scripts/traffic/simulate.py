@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -326,7 +327,7 @@ def envelope_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class ProviderTraffic:
+class ProviderTraffic(ABC):
     """Endless, seeded traffic of one provider; `take(n)` returns the next n items.
 
     The provider's subclass makes the events (`_next_valid_event`, `_invalid_event`) and says
@@ -339,7 +340,9 @@ class ProviderTraffic:
 
     invalid_kinds: tuple[str, ...] = ()
 
-    def __init__(self, profile: TrafficProfile | None, seed: int | None, start: datetime | None):
+    def __init__(
+        self, profile: TrafficProfile | None, seed: int | None, start: datetime | None
+    ) -> None:
         self.profile = profile or TrafficProfile()
         self._rng = random.Random(seed)
         self._clock = (start or utc_now()).astimezone(UTC)
@@ -395,15 +398,17 @@ class ProviderTraffic:
 
     # -- what a provider's subclass provides
 
+    @abstractmethod
     def _next_valid_event(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The next event of some interaction in flight, valid under the provider's contract."""
 
+    @abstractmethod
     def _invalid_event(self, reason: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """An event that breaks the provider's contract in the way `reason` names."""
 
+    @abstractmethod
     def _redeliverable(self, event: dict[str, Any]) -> bool:
         """Whether a copy of this event sent again is still recognisable as a duplicate."""
-        raise NotImplementedError
 
     def _redelivery(self, original: dict[str, Any]) -> dict[str, Any]:
         """The copy of an event that a re-delivery (or a provider's re-send) carries."""
