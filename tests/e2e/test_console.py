@@ -9,6 +9,7 @@ saved under the test's tmp directory and listed at the end of the run.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ import pytest
 import requests
 
 from chalicelib.formats import rfc3339, utc_now
+from scripts.operations.console_proxy import console_server
+from scripts.operations.replay import ApiClient
 from scripts.traffic.simulate import TrafficProfile, generate_traffic, send_to_bus
 from tests.support.local_stack import drain, running_stack
 
@@ -42,6 +45,7 @@ CHROMIUM_ARGS = [
 PAGE_TIMEOUT_MS = 90_000
 PAGE_SIZE = 10
 REDRIVE_CONSUMER = "crm-updater"
+LOCAL_STATUS_PATH = "/_local/status"
 OTHER_CONSUMER = "analytics-sink"
 
 
@@ -72,9 +76,14 @@ def browser_page(playwright_api: Any, tmp_path: Path) -> Iterator[Any]:
         context.set_default_timeout(PAGE_TIMEOUT_MS)
         page = context.new_page()
         failed: list[str] = []
-        page.on(
-            "response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None
-        )
+
+        def answered(response: Any) -> None:
+            # A 404 from _local/status is how the page learns it is not on the local stack.
+            expected = response.status == 404 and response.url.endswith(LOCAL_STATUS_PATH)
+            if response.status >= 400 and not expected:
+                failed.append(f"{response.status} {response.url}")
+
+        page.on("response", answered)
         page.on("pageerror", lambda error: failed.append(f"script error: {error}"))
         try:
             yield page
@@ -200,3 +209,23 @@ def test_console_timeline_window_and_redrive_in_chromium(
         assert {(m["replay"], m["replay_job_id"]) for m in redriven} == {(True, job_id)}
         # The consumer not chosen gets nothing more.
         assert drain(sqs, stack["consumers"][OTHER_CONSUMER]["queue_url"], 1, 5) == []
+
+        # 4. The same page through `python -m scripts.replay console` (unsigned here: the
+        # local API has no auth), the way a deployed stage is opened.
+        proxy = console_server(ApiClient(stack["api_url"]), 0)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            page.goto(f"http://127.0.0.1:{proxy.server_address[1]}/console")
+            page.fill("#timeline-id", chosen)
+            page.click("#timeline-form button[type=submit]")
+            page.wait_for_selector(f"#timeline-message:text('{chosen_count} event(s) of {chosen}')")
+            page.screenshot(path=str(screenshots / "4-through-the-proxy.png"), full_page=True)
+            assert [row[8] for row in table_rows(page, "timeline-table")] == [
+                e["event_id"] for e in stored
+            ]
+            # No live counters away from the local stack: the free-text consumers field.
+            assert page.is_hidden("#live-section")
+            assert page.is_visible("#redrive-consumer-names")
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
