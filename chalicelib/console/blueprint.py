@@ -6,7 +6,7 @@ console`, which signs); unauthenticated on 127.0.0.1 like the rest of the local 
 
 from __future__ import annotations
 
-from chalice import Response
+from chalice.app import Response
 
 from chalicelib.api.blueprint import IAM, RelayBlueprint
 from chalicelib.console import page

@@ -56,7 +56,8 @@ def html_page(request_path: str) -> bytes:
     return read("console.html").replace(BASE_PLACEHOLDER.encode(), base.encode("utf-8"))
 
 
-def headers(name: str) -> dict[str, str]:
+def headers(name: str) -> dict[str, str | list[str]]:
+    """The response headers of one of the console's files (Chalice's header type)."""
     return {
         "Content-Type": FILES[name],
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -59,10 +60,10 @@ def console_server(client: Any, port: int) -> ThreadingHTTPServer:
                 return
             self._forward(self.rfile.read(length))
 
-        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        def _send(self, status: int, body: bytes, headers: Mapping[str, str | list[str]]) -> None:
             self.send_response(status)
             for header, value in headers.items():
-                self.send_header(header, value)
+                self.send_header(header, value if isinstance(value, str) else ", ".join(value))
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
