@@ -1,18 +1,31 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps, so `make run` installs only what the stack needs and a second run installs
+# nothing: RUN_STAMP for requirements-run.txt, STAMP for everything `make test` needs on top.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: run test test-fast lint format bench package clean
+.PHONY: install run test test-fast lint format bench package diagrams clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Order-only: creating the virtualenv must not make the stamps look stale.
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(RUN_STAMP): requirements.txt requirements-run.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-run.txt
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-run: $(STAMP)
+# The virtualenv with everything `make test` needs (CI and tools use it).
+install: $(STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/python -m scripts.local_stack $(ARGS)
 
 test: $(STAMP)
@@ -32,6 +45,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# docs/img/data-flow.png and sequence-late.png from their source, docs/img/diagrams.py.
+diagrams: $(STAMP)
+	$(BIN)/python docs/img/diagrams.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(ARGS)

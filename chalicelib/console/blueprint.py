@@ -6,7 +6,7 @@ console`, which signs); unauthenticated on 127.0.0.1 like the rest of the local 
 
 from __future__ import annotations
 
-from chalice import Response
+from chalice.app import Response
 
 from chalicelib.api.blueprint import IAM, RelayBlueprint
 from chalicelib.console import page
@@ -16,8 +16,12 @@ console_api = RelayBlueprint(__name__)
 
 @console_api.route("/console", methods=["GET"], authorizer=IAM)
 def console_page() -> Response:
+    # API Gateway's requestContext.path is the path as the browser asked for it, stage prefix
+    # included (`/api/console`); chalice local sets it too.
+    request = console_api.current_request
+    requested = str((request.context or {}).get("path") or "/console") if request else "/console"
     return Response(
-        body=page.read("console.html").decode("utf-8"), headers=page.headers("console.html")
+        body=page.html_page(requested).decode("utf-8"), headers=page.headers("console.html")
     )
 
 

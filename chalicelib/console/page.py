@@ -2,12 +2,15 @@
 
 Served by the REST API (`GET /console`, `GET /console/console.js`), by the local stack, and by
 `python -m scripts.replay console` on 127.0.0.1 (which signs the page's API calls: a browser
-cannot sign SigV4). The page calls the API with relative URLs, so it works under a deployed
-stage's path prefix (`/api/console`) and on 127.0.0.1 alike.
+cannot sign SigV4). The page names its script by an absolute path, worked out from the path
+the page was asked for, and the script finds the API next to itself: so the console works
+under a deployed stage's path prefix (`/api/console`), behind a custom domain's base path and
+with or without a trailing slash (`/console/`), where relative URLs would miss the routes.
 """
 
 from __future__ import annotations
 
+import html
 from functools import cache
 from pathlib import Path
 
@@ -17,6 +20,9 @@ FILES = {
     "console.html": "text/html; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
 }
+PAGE_NAME = "console"
+# Where console.html names its script's base path.
+BASE_PLACEHOLDER = "{{base}}"
 # The page, its script and its API calls only come from where the page came from.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -32,7 +38,26 @@ def read(name: str) -> bytes:
     return (STATIC / name).read_bytes()
 
 
-def headers(name: str) -> dict[str, str]:
+def base_path(request_path: str) -> str:
+    """The API's base path, with a trailing slash, for the path the page was requested at.
+
+    `/console` and `/console/` → `/`; `/api/console` → `/api/`; anything else (a page
+    served at `/`) → `/`.
+    """
+    trimmed = request_path.split("?", 1)[0].rstrip("/")
+    if trimmed.endswith("/" + PAGE_NAME):
+        return trimmed[: -len(PAGE_NAME)]
+    return "/"
+
+
+def html_page(request_path: str) -> bytes:
+    """console.html with its script named under the API's base path."""
+    base = html.escape(base_path(request_path), quote=True)
+    return read("console.html").replace(BASE_PLACEHOLDER.encode(), base.encode("utf-8"))
+
+
+def headers(name: str) -> dict[str, str | list[str]]:
+    """The response headers of one of the console's files (Chalice's header type)."""
     return {
         "Content-Type": FILES[name],
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,

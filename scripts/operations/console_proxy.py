@@ -10,9 +10,12 @@ request that reaches it is signed with your credentials, so nobody else may reac
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
 import requests
 from rich.console import Console
@@ -20,8 +23,21 @@ from rich.console import Console
 from chalicelib.console import page
 
 # Only what the page calls is forwarded: the proxy is no open door to the rest of the API.
-FORWARDED_PREFIXES = ("/interactions/", "/replay")
+FORWARDED_PATH = re.compile(r"^/(interactions/[^/]+/events|replay|replay/jobs(/[^/]+)?)$")
+PAGE_PATHS = ("/", "/console", "/console/")
+SCRIPT_PATH = "/console/console.js"
 MAX_BODY_BYTES = 64 * 1024
+
+
+def canonical_query(query: str) -> str:
+    """The query re-encoded the way SigV4 canonicalizes it (RFC 3986, `~` unescaped).
+
+    A browser's encodeURIComponent leaves `!'()*` bare where SigV4 escapes them; sent as the
+    browser wrote them, the signature botocore computes would not be the one API Gateway
+    checks (a 403). Re-encoding makes the two agree.
+    """
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode(pairs, quote_via=quote, safe="-_.~")
 
 
 def console_server(client: Any, port: int) -> ThreadingHTTPServer:
@@ -30,10 +46,10 @@ def console_server(client: Any, port: int) -> ThreadingHTTPServer:
     class ConsoleProxyHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path in ("/", "/console"):
-                self._file("console.html")
-            elif path == "/console/console.js":
-                self._file("console.js")
+            if path in PAGE_PATHS:
+                self._send(200, page.html_page(path), page.headers("console.html"))
+            elif path == SCRIPT_PATH:
+                self._send(200, page.read("console.js"), page.headers("console.js"))
             else:
                 self._forward(None)
 
@@ -44,39 +60,32 @@ def console_server(client: Any, port: int) -> ThreadingHTTPServer:
                 return
             self._forward(self.rfile.read(length))
 
-        def _file(self, name: str) -> None:
-            body = page.read(name)
-            self.send_response(200)
-            for header, value in page.headers(name).items():
-                self.send_header(header, value)
+        def _send(self, status: int, body: bytes, headers: Mapping[str, str | list[str]]) -> None:
+            self.send_response(status)
+            for header, value in headers.items():
+                self.send_header(header, value if isinstance(value, str) else ", ".join(value))
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
         def _forward(self, body: bytes | None) -> None:
-            if not self.path.startswith(FORWARDED_PREFIXES):
-                self._answer(404, {"Message": f"{self.path.split('?', 1)[0]} is not forwarded"})
+            path, _, query = self.path.partition("?")
+            if not FORWARDED_PATH.match(path):
+                self._answer(404, {"Message": f"{path} is not forwarded"})
                 return
-            url = client.base_url + self.path
+            url = client.base_url + path + ("?" + canonical_query(query) if query else "")
             prepared = client.sign_raw(self.command, url, body)
             try:
                 response = client.http.request(**prepared, timeout=30)
             except requests.RequestException as error:
                 self._answer(502, {"Message": f"the API is not reachable: {type(error).__name__}"})
                 return
-            self.send_response(response.status_code)
-            self.send_header("Content-Type", response.headers.get("Content-Type", "text/plain"))
-            self.send_header("Content-Length", str(len(response.content)))
-            self.end_headers()
-            self.wfile.write(response.content)
+            content_type = response.headers.get("Content-Type", "text/plain")
+            self._send(response.status_code, response.content, {"Content-Type": content_type})
 
         def _answer(self, status: int, document: dict[str, Any]) -> None:
             body = json.dumps(document).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(status, body, {"Content-Type": "application/json"})
 
         def log_message(self, format: str, *args: Any) -> None:
             return  # request lines would carry query values into the terminal's scrollback

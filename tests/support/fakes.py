@@ -42,6 +42,7 @@ from chalicelib.config import Settings
 from chalicelib.model import SNS_MAX_MESSAGE_BYTES, sns_message_size
 from chalicelib.runtime import Runtime
 from chalicelib.stack import stack_spec
+from tests.support.message_schemas import check_relay_message
 
 LEDGER_CONDITION = "attribute_not_exists(pk) OR v = :v"
 MAX_GET_KEYS = 100
@@ -409,7 +410,7 @@ class Delivery:
     thread: str
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return check_relay_message(json.loads(self.body))
 
 
 class FakeSns(_Fake):

@@ -12,6 +12,7 @@ from typing import Any
 from chalicelib.config import Settings
 from chalicelib.formats import utc_now
 from chalicelib.store import layout as store
+from tests.support.message_schemas import check_relay_body
 
 # The delivered message's fields (the delivered-message contract): exactly these, no more.
 DELIVERED_FIELDS = frozenset(
@@ -153,7 +154,8 @@ def seed_store(
 
 
 def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Every message on a queue (with its attributes), in order, deleted as read."""
+    """Every message on a queue (with its attributes), in order, deleted as read; delivered
+    and quarantine messages checked against their schemas."""
     messages: list[dict[str, Any]] = []
     while True:
         batch = sqs.receive_message(
@@ -165,6 +167,8 @@ def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
         ).get("Messages", [])
         if not batch:
             return messages
+        for message in batch:
+            check_relay_body(message["Body"])
         messages += batch
         sqs.delete_message_batch(
             QueueUrl=url,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port
+from tests.support.message_schemas import check_relay_message
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -59,12 +60,13 @@ def running_stack(
 
 
 def drain(sqs: Any, url: str, want: int, seconds: float) -> list[dict[str, Any]]:
-    """Up to `want` message bodies from a queue within `seconds`, deleted as read."""
+    """Up to `want` message bodies from a queue within `seconds`, deleted as read; delivered
+    and quarantine messages checked against their schemas."""
     bodies: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
     while len(bodies) < want and time.monotonic() < deadline:
         response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in response.get("Messages", []):
-            bodies.append(json.loads(message["Body"]))
+            bodies.append(check_relay_message(json.loads(message["Body"])))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return bodies

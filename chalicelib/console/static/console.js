@@ -1,10 +1,16 @@
 // The operator console: plain JavaScript over the replay API, no framework, no build step.
-// Every URL is relative, so the page works under a deployed stage's path prefix and on
-// 127.0.0.1 alike. Values reach the page through textContent only, never as HTML.
+// The API's routes are found next to this script (<base>/console/console.js), not next to the
+// page, so the page works under a deployed stage's path prefix, with or without a trailing
+// slash, and on 127.0.0.1 alike. Values reach the page through textContent only, never as HTML.
 "use strict";
 
 const JOB_POLL_MS = 1000;
 const LIVE_POLL_MS = 2000;
+const API_BASE = new URL("../", document.currentScript.src);
+
+function apiUrl(path) {
+  return new URL(path, API_BASE).href;
+}
 
 function $(id) {
   return document.getElementById(id);
@@ -29,7 +35,7 @@ async function api(method, path, body) {
   }
   let response;
   try {
-    response = await fetch(path, options);
+    response = await fetch(apiUrl(path), options);
   } catch (error) {
     throw new Error("the API is not reachable (" + error.message + ")");
   }
@@ -277,7 +283,7 @@ function consumerBoxes(names) {
 async function pollLive() {
   let status;
   try {
-    const response = await fetch("_local/status", { headers: { Accept: "application/json" } });
+    const response = await fetch(apiUrl("_local/status"), { headers: { Accept: "application/json" } });
     if (response.status === 404) return; // a deployed stage: no live panel, no more polls
     status = await response.json();
   } catch (error) {
