@@ -32,7 +32,6 @@ OUTSIDE = re.compile(r"DESIGN\.md|\.\./shared|\bshared/|000_bf4b64da8294f5ec|\bs
 # turns these into failures that say to drop the mark.
 STALE_CODE_PATHS = {
     "docs/benchmarks.md": "names chalicelib/pipeline.py (now chalicelib/ingest/batch.py)",
-    "docs/providers.md": "names chalicelib/profiles/genesys.py (now chalicelib/providers/)",
 }
 OUTSIDE_REFERENCES = {"docs/benchmarks.md": "names the tutorial's file (000_bf4b64da8294f5ec.txt)"}
 
