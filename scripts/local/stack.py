@@ -412,17 +412,18 @@ class LocalStack:
         self.console.print(f"CXone stand-in on {self.stand_in.base_url}")
 
     def _start_push_secret(self, session: Any, settings: Any) -> None:
-        """The signing secret of POST /events, made by the same step as on AWS, and shown."""
+        """The signing secret of POST /events, made by the same step as on AWS.
+
+        Its value is never printed (no secret in any output, even a throwaway one): senders
+        read it from Secrets Manager by the name that `.local/stack.json` gives under `push`."""
         from scripts.provisioning.credentials import ensure_push_secret
 
         secrets = session.client("secretsmanager")
         ensure_push_secret(secrets, settings.names.push_secret, dry_run=False)
-        value = secrets.get_secret_value(SecretId=settings.names.push_secret)["SecretString"]
-        # Printed on purpose: a throwaway secret of this machine's moto, gone when it stops.
         self.console.print(
-            f"POST /events signing secret (local and throwaway, new every run): {value}",
+            f"POST /events signing secret: Secrets Manager {settings.names.push_secret!r}",
             highlight=False,
-            soft_wrap=True,  # one line, so it copies whole
+            soft_wrap=True,
         )
 
     def _start_app(self, runtime: Any) -> None:
