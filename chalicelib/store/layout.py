@@ -112,10 +112,15 @@ def encode_message(message: dict[str, Any]) -> bytes:
     return zlib.compress(raw, ZLIB_LEVEL)
 
 
+def plain_blob(blob: bytes) -> bytes:
+    """The JSON bytes of a stored blob, compressed or not."""
+    # Plain JSON starts with "{" or "["; a zlib stream never does (its first byte is 0x78 or
+    # 0x08-0x68).
+    return blob if blob[:1] in (b"{", b"[") else zlib.decompress(blob)
+
+
 def json_blob(blob: bytes) -> dict[str, Any]:
-    # Plain JSON starts with "{"; a zlib stream never does (its first byte is 0x78 or 0x08-0x68).
-    raw = blob if blob[:1] == b"{" else zlib.decompress(blob)
-    return json.loads(raw.decode("utf-8"))
+    return json.loads(plain_blob(blob).decode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -270,7 +275,7 @@ def decode_time_index_item(item: dict[str, Any]) -> list[TimeIndexEntry]:
     second = time_index_second(item)
     entries = []
     for fraction, interaction_id, sequence, event_id, dedup_key, detail_type in json.loads(
-        zlib.decompress(item["e"]["B"]).decode("utf-8")
+        plain_blob(item["e"]["B"]).decode("utf-8")
     ):
         occurred_at = second + fraction
         entries.append(
