@@ -64,15 +64,18 @@ DOCS = ROOT / "docs"
 IMPLEMENTATIONS = ("ours", "seed_port", "powertools")
 # Sizes chosen so that a full run stays under 10 minutes on a shared 2-core machine (the
 # Powertools build, one Publish per consumer per event, is the slowest part).
-DEFAULT_EVENTS = 1_200
-REALISTIC_EVENTS = 800
-SCALING_EVENTS = (100, 1_000, 4_000)
-STORE_SIZES = (10_000, 50_000)
+# The small mix's own run of ours is one of the scaling sizes and the interaction-mix row of
+# the simulator's default, so neither is run twice.
+DEFAULT_EVENTS = 1_000
+REALISTIC_EVENTS = 600
+SCALING_EVENTS = (100, 3_000)
+STORE_SIZES = (10_000, 30_000)
 QUICK_EVENTS = 300
 QUICK_REALISTIC_EVENTS = 200
-QUICK_SCALING_EVENTS = (100, 1_000)
+QUICK_SCALING_EVENTS = (100,)
 QUICK_STORE_SIZES = (1_000, 10_000)
-INTERACTION_MIX = (25, 1_000)  # interactions in progress at once (the simulator's default: 25)
+SIMULATOR_INTERACTIONS_IN_PROGRESS = 25  # scripts.traffic.simulate's default profile
+INTERACTION_MIX = (SIMULATOR_INTERACTIONS_IN_PROGRESS, 1_000)  # interactions in progress
 INTERACTION_MIX_EVENTS = 600
 IMPORT_REPEATS = 7
 MIXES = ("small", "realistic")
@@ -216,54 +219,71 @@ def measure_imports() -> dict[str, float]:
     }
 
 
-def scaling_run(sizes: Sequence[int], seed: int) -> list[dict[str, Any]]:
-    """Ours' cost per event at each traffic size (a fresh stage each)."""
+def scaling_row(size: int, figures: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "events": size,
+        "batches": figures["invocations"],
+        "usd_per_million_events": figures["usd_per_million_events"],
+        "usd_per_event": figures["usd_per_million_events"] / 1_000_000,
+        "requests_per_event": figures["requests_per_event"]["total"],
+        "ddb_write_units_per_event": figures["ddb_write_units_per_event"],
+        "ddb_read_units_per_event": figures["ddb_read_units_per_event"],
+        "sns_billable_per_event": figures["sns_billable_per_event"],
+        "events_per_s": figures["events_per_s"],
+    }
+
+
+def scaling_run(
+    sizes: Sequence[int], seed: int, measured: dict[int, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Ours' cost per event at each traffic size (a fresh stage each). `measured` holds the
+    figures of sizes already run on this traffic (the small mix's own run): not run twice."""
     rows = []
-    for size in sizes:
+    for size in sorted(set(sizes) | set(measured)):
+        if size in measured:
+            rows.append(scaling_row(size, measured[size]))
+            continue
         started = time.perf_counter()
         figures = summarize(measure(build_ours, traffic_records(size, seed), LOGGERS["ours"]))
-        rows.append(
-            {
-                "events": size,
-                "batches": figures["invocations"],
-                "usd_per_million_events": figures["usd_per_million_events"],
-                "usd_per_event": figures["usd_per_million_events"] / 1_000_000,
-                "requests_per_event": figures["requests_per_event"]["total"],
-                "ddb_write_units_per_event": figures["ddb_write_units_per_event"],
-                "ddb_read_units_per_event": figures["ddb_read_units_per_event"],
-                "sns_billable_per_event": figures["sns_billable_per_event"],
-                "events_per_s": figures["events_per_s"],
-            }
-        )
+        rows.append(scaling_row(size, figures))
         console.log(f"scaling: {size} events in {time.perf_counter() - started:.0f} s")
     return rows
 
 
-def interaction_mix_run(levels: Sequence[int], events: int, seed: int) -> list[dict[str, Any]]:
+def interaction_mix_row(level: int, events: int, figures: dict[str, Any]) -> dict[str, Any]:
+    operations = figures["requests_by_operation_per_event"]
+    return {
+        "concurrent_interactions": level,
+        "events": events,
+        "claims_per_event": operations.get("dynamodb:PutItem", 0.0),
+        "usd_per_million_events": figures["usd_per_million_events"],
+        "requests_per_event": figures["requests_per_event"]["total"],
+        "ddb_write_units_per_event": figures["ddb_write_units_per_event"],
+        "ddb_read_units_per_event": figures["ddb_read_units_per_event"],
+    }
+
+
+def interaction_mix_run(
+    levels: Sequence[int], events: int, seed: int, measured: dict[int, tuple[int, dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """Ours' cost per event against how many interactions are in progress at once.
 
     Ours claims each interaction of a batch once, so its cost per event depends on how many
     distinct interactions a batch of 10 holds; the baselines' cost is per event whatever the
     mix. The simulator's default is 25 interactions in progress; a busy contact center has
     thousands, and then nearly every record of a batch is a different interaction.
+    `measured` maps a level already run (the small mix is the simulator's default) to its
+    (events, figures).
     """
     rows = []
     for level in levels:
+        if level in measured:
+            rows.append(interaction_mix_row(level, *measured[level]))
+            continue
         started = time.perf_counter()
         records = traffic_records(events, seed, concurrent_interactions=level)
         figures = summarize(measure(build_ours, records, LOGGERS["ours"]))
-        operations = figures["requests_by_operation_per_event"]
-        rows.append(
-            {
-                "concurrent_interactions": level,
-                "events": events,
-                "claims_per_event": operations.get("dynamodb:PutItem", 0.0),
-                "usd_per_million_events": figures["usd_per_million_events"],
-                "requests_per_event": figures["requests_per_event"]["total"],
-                "ddb_write_units_per_event": figures["ddb_write_units_per_event"],
-                "ddb_read_units_per_event": figures["ddb_read_units_per_event"],
-            }
-        )
+        rows.append(interaction_mix_row(level, events, figures))
         console.log(
             f"interaction mix: {level} in progress, {events} events in "
             f"{time.perf_counter() - started:.0f} s"
@@ -503,9 +523,15 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
         implementations = compare_implementations(records, "small")
         realistic, realistic_traffic = realistic_records(realistic_events, args.seed)
         realistic_implementations = compare_implementations(realistic, "realistic")
-        cost_rows = scaling_run(scaling_sizes, args.seed)
+        ours_small = implementations["ours"]
+        cost_rows = scaling_run(scaling_sizes, args.seed, {events: ours_small})
         mix_events = QUICK_EVENTS if args.quick else INTERACTION_MIX_EVENTS
-        mix_rows = interaction_mix_run(INTERACTION_MIX, mix_events, args.seed)
+        mix_rows = interaction_mix_run(
+            INTERACTION_MIX,
+            mix_events,
+            args.seed,
+            {SIMULATOR_INTERACTIONS_IN_PROGRESS: (events, ours_small)},
+        )
         started = time.perf_counter()
         replay_rows = replay_page_cost(store_sizes)
         console.log(f"replay pages: {time.perf_counter() - started:.0f} s")
