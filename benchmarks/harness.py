@@ -280,9 +280,10 @@ def drive(
     records: Sequence[dict[str, Any]],
     queue_arn: str,
     logger_names: Sequence[str] = (),
+    batch_size: int = BATCH_SIZE,
 ) -> DriveResult:
-    """Feed `records` in batches of 10, then re-feed the failed ones until none fail (or the
-    queue's maxReceiveCount is reached), timing the handler alone."""
+    """Feed `records` in batches of `batch_size`, then re-feed the failed ones until none fail
+    (or the queue's maxReceiveCount is reached), timing the handler alone."""
     result = DriveResult(records=len(records))
     result.eventbridge_events, result.ingest_sqs_sends = arrival_charges(records)
     sink = ByteCounter()
@@ -292,8 +293,8 @@ def drive(
         while pending and result.rounds < MAX_ROUNDS:
             result.rounds += 1
             failed: list[dict[str, Any]] = []
-            for start in range(0, len(pending), BATCH_SIZE):
-                batch = pending[start : start + BATCH_SIZE]
+            for start in range(0, len(pending), batch_size):
+                batch = pending[start : start + batch_size]
                 event = lambda_event(batch, queue_arn, result.rounds)
                 context = LocalContext(implementation.name, LAMBDA_TIMEOUT_SECONDS)
                 cpu_started, started = time.process_time(), time.perf_counter()
@@ -343,13 +344,14 @@ def measure(
     build: Callable[[CallRecorder], tuple[Implementation, str]],
     records: Sequence[dict[str, Any]],
     logger_names: Sequence[str] = (),
+    batch_size: int = BATCH_SIZE,
 ) -> Measurement:
     """Build an implementation on a recorded session, drive it, and bill its calls."""
     recorder = CallRecorder()
     implementation, queue_arn = build(recorder)
     try:
         recorder.reset()  # only the handler's own calls count
-        result = drive(implementation, records, queue_arn, logger_names)
+        result = drive(implementation, records, queue_arn, logger_names, batch_size)
         recorder.enabled = False
         shapes = describe_tables(boto3.Session().client("dynamodb"), implementation.tables())
         topics = implementation.consumer_topic_arns()
