@@ -172,7 +172,8 @@ def _of(figures: dict[str, Any], key: str, table: str, form: str = "{:.3f}") -> 
 
 
 def _without_arrival(figures: dict[str, Any]) -> float:
-    return figures["usd_per_million_events"] - figures.get("usd_per_million_events_arrival", 0)
+    total: float = figures["usd_per_million_events"]
+    return total - float(figures.get("usd_per_million_events_arrival", 0.0))
 
 
 def benchmark_tables(report: dict[str, Any], checks: Sequence[dict[str, Any]]) -> str:

@@ -331,9 +331,12 @@ def spread(values: Sequence[float]) -> float:
 def mix_implementations(report: dict[str, Any], mix: str) -> dict[str, dict[str, Any]]:
     """The per-implementation figures of one mix (the small-event mix's are at the top level,
     where latest.json has always kept them)."""
-    if mix == "small":
-        return report["implementations"]
-    return report.get("mixes", {}).get(mix, {}).get("implementations", {})
+    figures: dict[str, dict[str, Any]] = (
+        report["implementations"]
+        if mix == "small"
+        else report.get("mixes", {}).get(mix, {}).get("implementations", {})
+    )
+    return figures
 
 
 def _check(target: str, measured: float, limit: float, at_most: bool) -> dict[str, Any]:
