@@ -11,14 +11,23 @@ matplotlib.use("Agg")  # files only; no display on a build machine
 
 import matplotlib.pyplot as plt
 
-SERVICES = ("dynamodb", "sns", "sqs", "lambda")
-COLOURS = {"dynamodb": "#4053d3", "sns": "#ddb310", "sqs": "#b51d14", "lambda": "#00beff"}
+SERVICES = ("dynamodb", "sns", "sqs", "lambda", "cloudwatch_logs", "eventbridge")
+COLOURS = {
+    "dynamodb": "#4053d3",
+    "sns": "#ddb310",
+    "sqs": "#b51d14",
+    "lambda": "#00beff",
+    "cloudwatch_logs": "#fb49b0",
+    "eventbridge": "#00b25d",
+}
+TABLE_COLOURS = ("#4053d3", "#ddb310", "#b51d14", "#00beff", "#fb49b0")
 OURS_COLOUR = "#1b7837"
 BASELINE_COLOUR = "#999999"
+MIXES = ("small", "realistic")
 
 
 def _bar_colours(names: list[str]) -> list[str]:
-    return [OURS_COLOUR if name == "ours" else BASELINE_COLOUR for name in names]
+    return [OURS_COLOUR if name.startswith("ours") else BASELINE_COLOUR for name in names]
 
 
 def _save(figure: Any, path: Path) -> Path:
@@ -28,36 +37,80 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
+def _mixes(report: dict[str, Any]) -> list[tuple[str, int, dict[str, dict[str, Any]]]]:
+    """(mix, events, per-implementation figures) of each mix the report holds."""
+    mixes = [("small", report["events"], report["implementations"])]
+    for name, mix in report.get("mixes", {}).items():
+        mixes.append((name, mix["events"], mix["implementations"]))
+    return mixes
+
+
+def _panels(count: int, height: float = 3.8) -> tuple[Any, list[Any]]:
+    figure, axes = plt.subplots(1, count, figsize=(5.2 * count, height), squeeze=False)
+    return figure, list(axes[0])
+
+
 def events_per_second_chart(report: dict[str, Any], path: Path) -> Path:
-    impls = report["implementations"]
-    names = list(impls)
-    values = [impls[name]["events_per_s"] for name in names]
-    figure, axes = plt.subplots(figsize=(6, 3.5))
-    bars = axes.bar(names, values, color=_bar_colours(names))
-    axes.bar_label(bars, fmt="%.0f")
-    axes.set_ylim(0, max(values) * 1.15)
-    axes.set_ylabel("events per second (one handler, moto)")
-    axes.set_title(f"Throughput through the SQS handler, {report['events']} events")
+    mixes = _mixes(report)
+    figure, panels = _panels(len(mixes), 3.5)
+    for axes, (mix, events, impls) in zip(panels, mixes, strict=True):
+        names = list(impls)
+        values = [impls[name]["events_per_s"] for name in names]
+        bars = axes.bar(names, values, color=_bar_colours(names))
+        axes.bar_label(bars, fmt="%.0f")
+        axes.set_ylim(0, max(values) * 1.15)
+        axes.set_ylabel("events per second (one handler, moto)")
+        axes.set_title(f"{mix} mix, {events} events")
     return _save(figure, path)
 
 
 def stacked_chart(
     report: dict[str, Any], path: Path, key: str, services: tuple[str, ...], title: str, unit: str
 ) -> Path:
-    impls = report["implementations"]
-    names = list(impls)
-    figure, axes = plt.subplots(figsize=(6, 3.8))
-    bottoms = [0.0] * len(names)
-    for service in services:
-        values = [impls[name][key].get(service, 0.0) for name in names]
-        axes.bar(names, values, bottom=bottoms, label=service, color=COLOURS[service])
-        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
-    for index, total in enumerate(bottoms):
-        axes.annotate(f"{total:.2f}", (index, total), ha="center", va="bottom")
-    axes.set_ylabel(unit)
-    axes.set_title(title)
-    axes.legend(loc="upper center", ncol=len(services), fontsize="small")
-    axes.set_ylim(0, max(bottoms) * 1.3)
+    mixes = _mixes(report)
+    figure, panels = _panels(len(mixes))
+    for axes, (mix, _, impls) in zip(panels, mixes, strict=True):
+        names = list(impls)
+        bottoms = [0.0] * len(names)
+        for service in services:
+            values = [impls[name][key].get(service, 0.0) for name in names]
+            axes.bar(names, values, bottom=bottoms, label=service, color=COLOURS[service])
+            bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+        for index, total in enumerate(bottoms):
+            axes.annotate(f"{total:.2f}", (index, total), ha="center", va="bottom")
+        axes.set_ylabel(unit)
+        axes.set_title(f"{title}, {mix} mix")
+        axes.legend(loc="upper center", ncol=3, fontsize="x-small")
+        axes.set_ylim(0, max(bottoms) * 1.45)
+    return _save(figure, path)
+
+
+def write_units_chart(report: dict[str, Any], path: Path) -> Path:
+    """DynamoDB write units per event by table; ours also as it would be uncompressed."""
+    mixes = _mixes(report)
+    figure, panels = _panels(len(mixes))
+    for axes, (mix, _, impls) in zip(panels, mixes, strict=True):
+        bars: dict[str, dict[str, float]] = {}
+        for name, figures in impls.items():
+            bars[name] = figures["ddb_write_units_by_table_per_event"]
+            if name == "ours":
+                bars["ours uncompressed"] = figures.get(
+                    "ddb_write_units_by_table_per_event_uncompressed", {}
+                )
+        names = list(bars)
+        tables = sorted({table for units in bars.values() for table in units})
+        bottoms = [0.0] * len(names)
+        for colour, table in zip(TABLE_COLOURS * len(tables), tables, strict=False):
+            values = [bars[name].get(table, 0.0) for name in names]
+            axes.bar(names, values, bottom=bottoms, label=table, color=colour)
+            bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+        for index, total in enumerate(bottoms):
+            axes.annotate(f"{total:.2f}", (index, total), ha="center", va="bottom")
+        axes.set_ylabel("write units per event")
+        axes.set_title(f"DynamoDB write units by table, {mix} mix")
+        axes.tick_params(axis="x", labelsize="small")
+        axes.legend(loc="upper center", ncol=3, fontsize="x-small")
+        axes.set_ylim(0, max(bottoms) * 1.4)
     return _save(figure, path)
 
 
@@ -106,7 +159,7 @@ def render_charts(report: dict[str, Any], directory: Path) -> list[Path]:
             directory / "bench_usd_per_million.png",
             "usd_per_million_events_by_service",
             SERVICES,
-            "Estimated cost, on-demand list prices",
+            "USD per million events",
             "USD per million events",
         ),
         stacked_chart(
@@ -117,5 +170,6 @@ def render_charts(report: dict[str, Any], directory: Path) -> list[Path]:
             "AWS requests per event",
             "requests per event",
         ),
+        write_units_chart(report, directory / "bench_write_units.png"),
         scaling_chart(report, directory / "bench_scaling.png"),
     ]

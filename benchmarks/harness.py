@@ -37,7 +37,7 @@ from benchmarks.accounting import (
     eventbridge_billable_events,
     usd_per_million_events,
 )
-from benchmarks.metering import Bill, CallRecorder, bill, describe_tables
+from benchmarks.metering import Bill, CallRecorder, bill, describe_tables, uncompressed_calls
 from chalicelib.config import Settings, load_settings
 from scripts.local.runner import LocalContext
 
@@ -56,6 +56,7 @@ LAMBDA_STDLIB_LOG_FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t{request_
 LAMBDA_STDLIB_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 EXAMPLE_REQUEST_ID = "3f9c2a4e-8b1d-4c6a-9e2f-5a7b0c1d2e3f"  # a Lambda request id's length
 EMF_LINE_START = '{"_aws"'
+AUDIT_LINE_START = '{"audit"'  # ours' audit records (chalicelib.telemetry)
 
 
 # ---- moto in a child process ----------------------------------------------------------------
@@ -175,12 +176,13 @@ class Implementation(Protocol):
 
 class ByteCounter(io.TextIOBase):
     """A write-only text stream that keeps only the number of bytes written (log volume),
-    split into EMF metric documents and other log lines."""
+    with the EMF metric documents and the audit records among them counted apart."""
 
     def __init__(self) -> None:
         self.bytes = 0
         self.metric_bytes = 0
-        self._last_was_metric = False
+        self.audit_bytes = 0
+        self._last_kind: str | None = None
 
     def writable(self) -> bool:
         return True
@@ -189,9 +191,14 @@ class ByteCounter(io.TextIOBase):
         size = len(text.encode("utf-8", errors="replace"))
         self.bytes += size
         if text != "\n":  # print() writes the line's end on its own
-            self._last_was_metric = text.startswith(EMF_LINE_START)
-        if self._last_was_metric:
+            self._last_kind = next(
+                (kind for kind in (EMF_LINE_START, AUDIT_LINE_START) if text.startswith(kind)),
+                None,
+            )
+        if self._last_kind == EMF_LINE_START:
             self.metric_bytes += size
+        elif self._last_kind == AUDIT_LINE_START:
+            self.audit_bytes += size
         return len(text)
 
 
@@ -240,6 +247,7 @@ class DriveResult:
     undrained: int = 0
     log_bytes: int = 0  # what the handler wrote (log lines and EMF metrics)
     metric_log_bytes: int = 0  # the EMF part of log_bytes
+    audit_log_bytes: int = 0  # the audit records among log_bytes (ours only)
     eventbridge_events: int = 0  # billable EventBridge events that brought the records
     ingest_sqs_sends: int = 0  # SQS requests of EventBridge's deliveries to the ingest queue
     failures_by_round: list[int] = field(default_factory=list)
@@ -272,9 +280,10 @@ def drive(
     records: Sequence[dict[str, Any]],
     queue_arn: str,
     logger_names: Sequence[str] = (),
+    batch_size: int = BATCH_SIZE,
 ) -> DriveResult:
-    """Feed `records` in batches of 10, then re-feed the failed ones until none fail (or the
-    queue's maxReceiveCount is reached), timing the handler alone."""
+    """Feed `records` in batches of `batch_size`, then re-feed the failed ones until none fail
+    (or the queue's maxReceiveCount is reached), timing the handler alone."""
     result = DriveResult(records=len(records))
     result.eventbridge_events, result.ingest_sqs_sends = arrival_charges(records)
     sink = ByteCounter()
@@ -284,8 +293,8 @@ def drive(
         while pending and result.rounds < MAX_ROUNDS:
             result.rounds += 1
             failed: list[dict[str, Any]] = []
-            for start in range(0, len(pending), BATCH_SIZE):
-                batch = pending[start : start + BATCH_SIZE]
+            for start in range(0, len(pending), batch_size):
+                batch = pending[start : start + batch_size]
                 event = lambda_event(batch, queue_arn, result.rounds)
                 context = LocalContext(implementation.name, LAMBDA_TIMEOUT_SECONDS)
                 cpu_started, started = time.process_time(), time.perf_counter()
@@ -308,6 +317,7 @@ def drive(
     result.undrained = len(pending)
     result.log_bytes = sink.bytes
     result.metric_log_bytes = sink.metric_bytes
+    result.audit_log_bytes = sink.audit_bytes
     return result
 
 
@@ -325,6 +335,7 @@ class Measurement:
     name: str
     drive: DriveResult
     bill: Bill
+    uncompressed_bill: Bill  # the same calls with every binary attribute stored inflated
     consumers: int
     consumer_topics: list[str]
 
@@ -333,13 +344,14 @@ def measure(
     build: Callable[[CallRecorder], tuple[Implementation, str]],
     records: Sequence[dict[str, Any]],
     logger_names: Sequence[str] = (),
+    batch_size: int = BATCH_SIZE,
 ) -> Measurement:
     """Build an implementation on a recorded session, drive it, and bill its calls."""
     recorder = CallRecorder()
     implementation, queue_arn = build(recorder)
     try:
         recorder.reset()  # only the handler's own calls count
-        result = drive(implementation, records, queue_arn, logger_names)
+        result = drive(implementation, records, queue_arn, logger_names, batch_size)
         recorder.enabled = False
         shapes = describe_tables(boto3.Session().client("dynamodb"), implementation.tables())
         topics = implementation.consumer_topic_arns()
@@ -347,6 +359,7 @@ def measure(
             name=implementation.name,
             drive=result,
             bill=bill(recorder.calls, shapes),
+            uncompressed_bill=bill(uncompressed_calls(recorder.calls), shapes),
             consumers=len(topics),
             consumer_topics=topics,
         )
@@ -381,6 +394,11 @@ def summarize(measurement: Measurement, prices: Prices = PRICES) -> dict[str, An
         eventbridge_events=run.eventbridge_events / events,
     )
     usd = usd_per_million_events(usage, prices)
+    # Getting the records into the ingest queue (EventBridge's charge and its SendMessage
+    # calls) costs every implementation the same: the rest is what the design decides.
+    arrival_usd = (
+        usd["eventbridge"] + run.ingest_sqs_sends / events * prices.sqs_per_million_requests
+    )
     write_by_table = {
         table_role(table): units / events
         for table, units in sorted(charges.write_units_by_table.items())
@@ -390,16 +408,28 @@ def summarize(measurement: Measurement, prices: Prices = PRICES) -> dict[str, An
         for table, units in sorted(charges.read_units_by_table.items())
     }
     delivered = sum(charges.sns_messages.get(arn, 0) for arn in measurement.consumer_topics)
+    plain = measurement.uncompressed_bill
     return {
         "events_per_s": events / run.wall_seconds if run.wall_seconds else 0.0,
         "requests_per_event": requests,
         "requests_by_operation_per_event": operations,
         "ddb_write_units_per_event": usage.write_units,
+        # What the same writes would cost with the stored blobs uncompressed.
+        "ddb_write_units_per_event_uncompressed": plain.write_units / events,
+        "ddb_write_units_by_table_per_event_uncompressed": {
+            table_role(table): units / events
+            for table, units in sorted(plain.write_units_by_table.items())
+        },
+        "ddb_average_item_bytes_uncompressed": {
+            table_role(table): plain.bytes_written[table] / count
+            for table, count in sorted(plain.items_written.items())
+        },
         "ddb_index_write_units_per_event": charges.index_write_units / events,
         "ddb_read_units_per_event": usage.read_units,
         "sns_billable_per_event": usage.sns_publishes,
         "usd_per_million_events": usd["total"],
         "usd_per_million_events_by_service": {k: v for k, v in usd.items() if k != "total"},
+        "usd_per_million_events_arrival": arrival_usd,
         "cpu_ms_per_event": run.cpu_seconds * 1000 / events,
         "lambda_ms_per_invocation": run.wall_seconds * 1000 / max(1, run.invocations),
         "invocations": run.invocations,
@@ -417,8 +447,10 @@ def summarize(measurement: Measurement, prices: Prices = PRICES) -> dict[str, An
         },
         "delivered_per_consumer": delivered / max(1, measurement.consumers),
         "log_bytes_per_event": log_bytes / events,
+        "audit_log_bytes_per_event": run.audit_log_bytes / events,
         "log_bytes_per_event_by_kind": {
-            "lines": (run.log_bytes - run.metric_log_bytes) / events,
+            "lines": (run.log_bytes - run.metric_log_bytes) / events,  # audit records included
+            "audit": run.audit_log_bytes / events,
             "emf_metrics": run.metric_log_bytes / events,
             "lambda_platform": run.platform_log_bytes / events,
         },

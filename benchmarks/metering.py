@@ -10,9 +10,10 @@ so that a write's old item size and index keys are known without reading DynamoD
 from __future__ import annotations
 
 import threading
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -26,6 +27,7 @@ from benchmarks.accounting import (
     sns_payload_bytes,
     write_units,
 )
+from chalicelib.store.layout import plain_blob
 
 _PARAMS_KEY = "benchmark_params"
 
@@ -359,3 +361,54 @@ def _bill_sns(call: ApiCall, result: Bill) -> None:
         if call.error_code is None:
             published = len(call.response.get("Successful", []))
             result.sns_messages[params.get("TopicArn", "")] += published
+
+
+# ---- the uncompressed counterfactual ----------------------------------------------------------
+
+
+def inflated_blob(blob: bytes) -> bytes:
+    """A binary attribute as it would be stored uncompressed (the store's blobs are zlib
+    streams of JSON, or plain JSON in items written before compression; anything else, as is)."""
+    try:
+        return plain_blob(bytes(blob))
+    except zlib.error:
+        return bytes(blob)
+
+
+def _inflated_item(item: Mapping[str, Any], inflate: Callable[[bytes], bytes]) -> dict[str, Any]:
+    return {
+        name: {"B": inflate(value["B"])} if "B" in value else value for name, value in item.items()
+    }
+
+
+def uncompressed_calls(
+    calls: Iterable[ApiCall], inflate: Callable[[bytes], bytes] = inflated_blob
+) -> list[ApiCall]:
+    """The same calls with every binary attribute written stored inflated: billing them tells
+    what the writes would have cost without compression (the items' layout otherwise kept)."""
+    result = []
+    for call in calls:
+        params, response = call.params, call.response
+        if call.service == "dynamodb" and call.operation == "PutItem":
+            params = {**params, "Item": _inflated_item(params["Item"], inflate)}
+        elif call.service == "dynamodb" and call.operation == "BatchWriteItem":
+            params = {**params, "RequestItems": _inflated_writes(params["RequestItems"], inflate)}
+            if response.get("UnprocessedItems"):  # still recognised as the skipped requests
+                unprocessed = _inflated_writes(response["UnprocessedItems"], inflate)
+                response = {**response, "UnprocessedItems": unprocessed}
+        result.append(replace(call, params=params, response=response))
+    return result
+
+
+def _inflated_writes(
+    requests_by_table: Mapping[str, list[dict[str, Any]]], inflate: Callable[[bytes], bytes]
+) -> dict[str, list[dict[str, Any]]]:
+    return {
+        table: [
+            {"PutRequest": {"Item": _inflated_item(r["PutRequest"]["Item"], inflate)}}
+            if "PutRequest" in r
+            else r
+            for r in requests
+        ]
+        for table, requests in requests_by_table.items()
+    }
