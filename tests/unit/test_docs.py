@@ -28,29 +28,10 @@ GENERATED = (".local/", "dist/")
 # Documents that exist only outside the repository (the design notes the project started
 # from, a shared folder, the tutorial it grew from): a reader of the repository has none.
 OUTSIDE = re.compile(r"DESIGN\.md|\.\./shared|\bshared/|000_bf4b64da8294f5ec|\bseed/")
-# Stale references in documents other engineers own, reported to the lead; strict, so the fix
-# turns these into failures that say to drop the mark.
-STALE_CODE_PATHS = {
-    "docs/benchmarks.md": "names chalicelib/pipeline.py (now chalicelib/ingest/batch.py)",
-}
-OUTSIDE_REFERENCES = {"docs/benchmarks.md": "names the tutorial's file (000_bf4b64da8294f5ec.txt)"}
 
 
 def relative(path: Path) -> str:
     return path.relative_to(PROJECT).as_posix()
-
-
-def marked(paths: list[Path], known: dict[str, str]) -> list[object]:
-    return [
-        pytest.param(
-            path,
-            id=relative(path),
-            marks=[pytest.mark.xfail(strict=True, reason=known[relative(path)])]
-            if relative(path) in known
-            else [],
-        )
-        for path in paths
-    ]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=relative)
@@ -64,7 +45,7 @@ def test_every_link_points_at_a_file_of_the_repository(document: Path) -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("document", marked(DOCUMENTS, STALE_CODE_PATHS))
+@pytest.mark.parametrize("document", DOCUMENTS, ids=relative)
 def test_every_file_named_in_code_is_in_the_repository(document: Path) -> None:
     missing = [
         name
@@ -76,7 +57,7 @@ def test_every_file_named_in_code_is_in_the_repository(document: Path) -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("text", marked(TEXTS, OUTSIDE_REFERENCES))
+@pytest.mark.parametrize("text", TEXTS, ids=relative)
 def test_nothing_refers_to_documents_outside_the_repository(text: Path) -> None:
     assert OUTSIDE.findall(text.read_text()) == []
 
