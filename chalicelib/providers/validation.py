@@ -46,8 +46,9 @@ def _unparseable(message: str) -> InvalidEvent:
     return InvalidEvent(reason="unparseable", errors={BODY_FIELD: [message]})
 
 
-def decode_body(body: str | bytes) -> str | InvalidEvent:
-    """The body as text that can be re-encoded as UTF-8, or why it is not."""
+def decode_body(body: object) -> str | InvalidEvent:
+    """The body as text that can be re-encoded as UTF-8, or why it is not (any value: a
+    caller's bug must not make this raise)."""
     if isinstance(body, bytes | bytearray | memoryview):
         try:
             return bytes(body).decode("utf-8")
@@ -102,7 +103,7 @@ def parse_body(body: str | bytes) -> object | InvalidEvent:
     if isinstance(text, InvalidEvent):
         return text
     try:
-        parsed = json.loads(text, parse_constant=_refuse_constant)
+        parsed: object = json.loads(text, parse_constant=_refuse_constant)
     except _NotJsonConstant as error:
         return _unparseable(str(error))
     except json.JSONDecodeError as error:

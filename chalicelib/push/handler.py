@@ -26,17 +26,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from chalicelib.aws import error_code
-from chalicelib.errors import DependencyUnavailable
+from chalicelib.aws import AwsFailure, error_code
+from chalicelib.errors import BadRequest, DependencyUnavailable
 from chalicelib.formats import parse_rfc3339, sha256_hex, shown
 from chalicelib.model import InvalidEvent
 from chalicelib.providers.validation import parse_body, validate_event
 from chalicelib.runtime import Runtime
 from chalicelib.telemetry import logger
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_secretsmanager.type_defs import GetSecretValueResponseTypeDef
 
 TIMESTAMP_HEADER = "X-Relay-Timestamp"
 SIGNATURE_HEADER = "X-Relay-Signature"
@@ -204,7 +211,9 @@ class SigningKeys:
         return keys
 
 
-def _read_version(secrets_client: Any, name: str, stage: str) -> dict[str, Any] | None:
+def _read_version(
+    secrets_client: SecretsManagerClient, name: str, stage: str
+) -> GetSecretValueResponseTypeDef | None:
     try:
         return secrets_client.get_secret_value(SecretId=name, VersionStage=stage)
     except ClientError as error:
@@ -218,17 +227,17 @@ def _read_version(secrets_client: Any, name: str, stage: str) -> dict[str, Any] 
             ) from None
         logger.warning("push signing secret unreadable", extra={"error_code": code})
         raise SecretUnavailable("the signing secret cannot be read right now; retry") from None
-    except BotoCoreError as error:
-        logger.warning("push signing secret unreadable", extra={"error": type(error).__name__})
+    except AwsFailure as error:
+        logger.warning("push signing secret unreadable", extra={"error": error_code(error)})
         raise SecretUnavailable("the signing secret cannot be read right now; retry") from None
 
 
-def _created_at(response: Mapping[str, Any]) -> float:
+def _created_at(response: GetSecretValueResponseTypeDef) -> float:
     created = response.get("CreatedDate")
     return created.timestamp() if isinstance(created, datetime) else 0.0
 
 
-def read_signing_keys(secrets_client: Any, name: str) -> SigningKeys:
+def read_signing_keys(secrets_client: SecretsManagerClient, name: str) -> SigningKeys:
     """The shared secret's current and previous versions, or SecretUnavailable saying what
     to do. A version's SecretString is the raw key."""
     current = _read_version(secrets_client, name, "AWSCURRENT")
@@ -246,7 +255,7 @@ def read_signing_keys(secrets_client: Any, name: str) -> SigningKeys:
     return SigningKeys(
         current=value,
         current_created_at=_created_at(current),
-        previous=(previous or {}).get("SecretString") or None,
+        previous=(previous.get("SecretString") if previous else None) or None,
     )
 
 
@@ -266,14 +275,14 @@ class SigningSecretCache:
     _entries: dict[str, _CachedKeys] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, secrets_client: Any, name: str) -> SigningKeys:
+    def get(self, secrets_client: SecretsManagerClient, name: str) -> SigningKeys:
         with self._lock:
             cached = self._entries.get(name)
         if cached is not None and self.clock() - cached.read_at < self.ttl_seconds:
             return cached.keys
         return self._read(secrets_client, name)
 
-    def reread_if_due(self, secrets_client: Any, name: str) -> SigningKeys | None:
+    def reread_if_due(self, secrets_client: SecretsManagerClient, name: str) -> SigningKeys | None:
         """Fresh keys after a mismatch (the secret may have been rotated); None if too soon."""
         with self._lock:
             cached = self._entries.get(name)
@@ -285,7 +294,7 @@ class SigningSecretCache:
         with self._lock:
             self._entries.clear()
 
-    def _read(self, secrets_client: Any, name: str) -> SigningKeys:
+    def _read(self, secrets_client: SecretsManagerClient, name: str) -> SigningKeys:
         keys = read_signing_keys(secrets_client, name)  # absence is not cached
         with self._lock:
             self._entries[name] = _CachedKeys(keys, self.clock())
@@ -303,8 +312,11 @@ def signed_with_any(
 SIGNING_SECRETS = SigningSecretCache()
 
 
-def remember_signature(dynamodb: Any, table: str, signed: SignatureHeaders) -> bool:
-    """True the first time a signature is seen, False after; a conditional put decides."""
+def remember_signature(dynamodb: DynamoDBClient, table: str, signed: SignatureHeaders) -> bool:
+    """True the first time a signature is seen, False after; a conditional put decides.
+
+    Raises DependencyUnavailable when the table cannot answer.
+    """
     try:
         dynamodb.put_item(
             TableName=table,
@@ -314,17 +326,18 @@ def remember_signature(dynamodb: Any, table: str, signed: SignatureHeaders) -> b
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
-    except ClientError as error:
+    except AwsFailure as error:
         if error_code(error) == "ConditionalCheckFailedException":
             return False
-        raise
+        logger.warning("push: replay check failed", extra={"error_code": error_code(error)})
+        raise DependencyUnavailable("the request could not be checked for replay; retry") from None
     return True
 
 
 # --------------------------------------------------------------------------- the batch
 
 
-class BadBatch(ValueError):
+class BadBatch(BadRequest):
     """The body is not {"events": [1..10 events]}; the message says what is wrong (400)."""
 
 
@@ -332,17 +345,21 @@ def parse_batch(body: bytes) -> list[Any]:
     parsed = parse_body(body)
     if isinstance(parsed, InvalidEvent):
         messages = [message for found in parsed.errors.values() for message in found]
-        raise BadBatch("body: " + "; ".join(messages))
+        raise BadBatch({"body": ["; ".join(messages)]})
     if not isinstance(parsed, dict):
-        raise BadBatch('body: expected a JSON object {"events": [...]}')
+        raise BadBatch({"body": ['expected a JSON object {"events": [...]}']})
     events = parsed.get("events")
     if not isinstance(events, list):
         found = "is missing" if "events" not in parsed else "is not an array"
-        raise BadBatch(f'events: {found}; expected {{"events": [1 to 10 events]}}')
+        raise BadBatch({"events": [f'{found}; expected {{"events": [1 to 10 events]}}']})
     if not 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
         raise BadBatch(
-            f"events: expected 1 to {MAX_EVENTS_PER_REQUEST} events per request, got "
-            f"{len(events)}; split larger batches"
+            {
+                "events": [
+                    f"expected 1 to {MAX_EVENTS_PER_REQUEST} events per request, got "
+                    f"{len(events)}; split larger batches"
+                ]
+            }
         )
     return events
 
@@ -372,18 +389,16 @@ def bus_entry_problems(event: dict[str, Any]) -> dict[str, list[str]]:
     return problems
 
 
-def bus_entry(event: dict[str, Any], bus_name: str) -> dict[str, Any]:
+def bus_entry(event: dict[str, Any], bus_name: str) -> PutEventsRequestEntryTypeDef:
     """The PutEvents entry of a validated event; `detail` (and its eventId) travel unchanged."""
-    entry: dict[str, Any] = {
+    return {
         "Source": event["source"],
         "DetailType": event["detail-type"],
         "Detail": json.dumps(event["detail"], separators=(",", ":"), ensure_ascii=False),
         "Resources": list(event.get("resources") or []),
         "EventBusName": bus_name,
+        "Time": parse_rfc3339(event["time"]),  # validated already: it parses
     }
-    moment: datetime = parse_rfc3339(event["time"])  # validated already: it parses
-    entry["Time"] = moment
-    return entry
 
 
 @dataclass(frozen=True)
@@ -392,20 +407,27 @@ class PutFailure:
     message: str
 
 
-def put_entries(events_client: Any, entries: Sequence[dict[str, Any]]) -> list[str | PutFailure]:
+def put_entries(
+    events_client: EventBridgeClient, entries: Sequence[PutEventsRequestEntryTypeDef]
+) -> list[str | PutFailure]:
     """PutEvents; per entry its new EventBridge id or why it failed. Retryable failures get
-    one more try. A call that fails as a whole raises (nothing of it was put)."""
+    one more try. A first call that fails as a whole raises DependencyUnavailable (nothing of
+    it was put)."""
     outcomes: list[str | PutFailure] = [PutFailure("NotSent", "")] * len(entries)
     pending = list(range(len(entries)))
     for attempt in range(2):
         try:
             response = events_client.put_events(Entries=[entries[i] for i in pending])
-        except (BotoCoreError, ClientError) as error:
+        except AwsFailure as error:
+            code = error_code(error)
             if attempt == 0:
-                raise
-            code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
+                logger.warning("push: PutEvents failed", extra={"error_code": code})
+                raise DependencyUnavailable(
+                    f"the event bus did not take the events ({code}); nothing was put on it: "
+                    "retry the request, signed again"
+                ) from None
             for index in pending:
-                outcomes[index] = PutFailure(code or "PutEventsFailed", "the retry failed")
+                outcomes[index] = PutFailure(code, "the retry failed")
             return outcomes
         retry: list[int] = []
         results = response.get("Entries", [])
@@ -439,12 +461,12 @@ def put_batch(runtime: Runtime, events: list[Any]) -> PushResponse:
     """Validate each event, put the valid ones on the bus, report per event."""
     settings = runtime.settings
     results: dict[int, dict[str, Any]] = {}
-    entries: list[dict[str, Any]] = []
+    entries: list[PutEventsRequestEntryTypeDef] = []
     entry_indices: list[int] = []
     for index, event in enumerate(events):
-        outcome = validate_event(event, settings)
-        if isinstance(outcome, InvalidEvent):
-            results[index] = rejected(index, outcome.reason, outcome.errors)
+        validated = validate_event(event, settings)
+        if isinstance(validated, InvalidEvent):
+            results[index] = rejected(index, validated.reason, validated.errors)
             continue
         problems = bus_entry_problems(event)
         if problems:
@@ -453,17 +475,7 @@ def put_batch(runtime: Runtime, events: list[Any]) -> PushResponse:
         entries.append(bus_entry(event, settings.names.event_bus))
         entry_indices.append(index)
     if entries:
-        try:
-            put = put_entries(runtime.events, entries)
-        except (BotoCoreError, ClientError) as error:
-            code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
-            logger.warning("push: PutEvents failed", extra={"error_code": code})
-            return error_response(
-                503,
-                "ServiceUnavailable",
-                f"the event bus did not take the events ({code}); nothing was put on it: "
-                "retry the request, signed again",
-            )
+        put = put_entries(runtime.events, entries)
         for index, outcome in zip(entry_indices, put, strict=True):
             if isinstance(outcome, str):
                 results[index] = accepted(index, outcome)
@@ -502,14 +514,33 @@ def handle_push(
     now: float | None = None,
     secrets: SigningSecretCache = SIGNING_SECRETS,
 ) -> PushResponse:
-    """One POST /events request, from its headers and the exact bytes received."""
-    now = time.time() if now is None else now
+    """One POST /events request, from its headers and the exact bytes received.
+
+    The one boundary of the push entry point: a BadRequest is a 400, a DependencyUnavailable
+    (the secret, the replay check, the bus) a 503 saying what to do; nothing was put on the bus
+    in either case.
+    """
     if raw_body is None:
         body = b""
     elif isinstance(raw_body, str):
         body = raw_body.encode("utf-8")
     else:
         body = bytes(raw_body)
+    try:
+        return _push(headers, body, runtime, time.time() if now is None else now, secrets)
+    except BadRequest as error:
+        return error_response(400, "BadRequestError", str(error))
+    except DependencyUnavailable as error:
+        return error_response(503, "ServiceUnavailable", str(error))
+
+
+def _push(
+    headers: Mapping[str, str],
+    body: bytes,
+    runtime: Runtime,
+    now: float,
+    secrets: SigningSecretCache,
+) -> PushResponse:
     settings = runtime.settings
 
     # 1. authentication, before anything else is looked at
@@ -524,9 +555,9 @@ def handle_push(
         if not matches:
             fresh = secrets.reread_if_due(runtime.secretsmanager, secret_name)
             matches = fresh is not None and signed_with_any(fresh, signed, body, now, overlap)
-    except SecretUnavailable as error:
+    except SecretUnavailable:
         logger.error("push: signing secret unavailable", extra={"secret_name": secret_name})
-        return error_response(503, "ServiceUnavailable", str(error))
+        raise
     if not matches:
         return _refuse(
             Refused(
@@ -535,15 +566,7 @@ def handle_push(
                 "with HMAC-SHA256 and the shared secret, over the exact bytes sent",
             )
         )
-    try:
-        first_use = remember_signature(runtime.dynamodb, settings.names.ledger_table, signed)
-    except (BotoCoreError, ClientError) as error:
-        code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
-        logger.warning("push: replay check failed", extra={"error_code": code})
-        return error_response(
-            503, "ServiceUnavailable", "the request could not be checked for replay; retry"
-        )
-    if not first_use:
+    if not remember_signature(runtime.dynamodb, settings.names.ledger_table, signed):
         return _refuse(
             Refused(
                 "replayed",
@@ -559,8 +582,4 @@ def handle_push(
             "RequestEntityTooLargeError",
             f"body is {len(body)} bytes; at most {MAX_BODY_BYTES} ({MAX_BODY_BYTES // 1024} KB)",
         )
-    try:
-        events = parse_batch(body)
-    except BadBatch as error:
-        return error_response(400, "BadRequestError", str(error))
-    return put_batch(runtime, events)
+    return put_batch(runtime, parse_batch(body))
