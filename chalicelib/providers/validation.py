@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from chalicelib.config import Settings
+from chalicelib.errors import RelayError
 from chalicelib.formats import shown
 from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers import registry as profiles
@@ -34,8 +35,9 @@ SORT_KEY_MAX_BYTES = 1024
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class _NotJsonConstant(ValueError):
-    """NaN, Infinity and -Infinity: Python's json accepts them, JSON does not."""
+class _NotJsonConstant(RelayError):
+    """NaN, Infinity and -Infinity: Python's json accepts them, JSON does not. Raised inside
+    json.loads and caught by parse_body, which makes it an "unparseable" InvalidEvent."""
 
 
 def _refuse_constant(name: str) -> Any:

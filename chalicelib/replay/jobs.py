@@ -42,12 +42,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 from chalicelib.api.params import JobRequest
 from chalicelib.aws import QUEUE_URLS, AwsFailure, compute_backoff, error_code
 from chalicelib.errors import DependencyUnavailable, RelayError
-from chalicelib.formats import parse_rfc3339, rfc3339, utc_now
+from chalicelib.formats import one_of, parse_rfc3339, rfc3339, utc_now
 from chalicelib.ingest.fanout import OutboundMessage, PublishResult, publish_ordered
 from chalicelib.model import SNS_MAX_MESSAGE_BYTES
 from chalicelib.runtime import Runtime
@@ -63,7 +63,7 @@ JOB_KEY_PREFIX = "JOB#"
 JOB_SORT_KEY = "JOB"
 # A job's status, as stored and as GET /replay/jobs/{job_id} shows it.
 JobStatus = Literal["queued", "running", "done", "failed"]
-JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
 QUEUED: Final = "queued"
 RUNNING: Final = "running"
 DONE: Final = "done"
@@ -228,10 +228,10 @@ def _n(item: dict[str, Any], name: str) -> int:
 
 
 def _status(text: str) -> JobStatus:
-    for status in JOB_STATUSES:
-        if text == status:
-            return status
-    raise ValueError(f"a replay job item has an unknown status {text!r}")
+    status = one_of(text, JOB_STATUSES)
+    if status is None:
+        raise ValueError(f"a replay job item has an unknown status {text!r}")
+    return status
 
 
 def job_from_item(item: dict[str, Any]) -> Job:

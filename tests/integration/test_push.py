@@ -26,7 +26,7 @@ from chalicelib.push.blueprint import build_push_blueprint
 from chalicelib.push.handler import SIGNING_SECRETS, SigningSecretCache, handle_push, signed_headers
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from scripts.provisioning import cli as provision
-from tests.conftest import REGION
+from tests.support.environment import REGION
 from tests.support.helpers import cxone_event, sqs_lambda_event
 
 PROVISION_HINT = "python -m scripts.provision credentials"
