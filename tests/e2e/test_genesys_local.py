@@ -24,7 +24,7 @@ import boto3
 import pytest
 import requests
 
-from chalicelib.push.handler import signed_headers
+from chalicelib.push.signing import signed_headers
 from scripts.traffic.simulate import put_events_entry
 from tests.support.helpers import DELIVERED_FIELDS, cxone_event
 from tests.support.local_stack import PROJECT, drain, running_stack
