@@ -149,10 +149,11 @@ def read_signing_keys(secrets_client: SecretsManagerClient, name: str) -> Signin
             f"the signing secret {name} holds no value; run `{PROVISION_HINT}` for this stage"
         )
     previous = _read_version(secrets_client, name, "AWSPREVIOUS")
+    previous_value = previous.get("SecretString") if previous else None
     return SigningKeys(
         current=value,
         current_created_at=_created_at(current),
-        previous=(previous.get("SecretString") if previous else None) or None,
+        previous=previous_value or None,  # an empty previous version accepts nothing
     )
 
 
