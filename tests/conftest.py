@@ -15,6 +15,12 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+# Imported first, as app.py does (through chalicelib.tracing): it configures the one Powertools
+# logger with the audit formatter. A Logger made earlier under the same service name (the
+# cxone package still makes its own) would configure it first, and audit lines would lose
+# their compact form for the rest of the session, depending on which test module is
+# collected first.
+import chalicelib.telemetry  # noqa: F401
 from tests.support.environment import ACCOUNT_ID, AWS_ENV, REGION, free_port
 
 pytest_plugins = ["tests.support.log_guard"]
