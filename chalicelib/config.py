@@ -12,6 +12,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
+
+from chalicelib.errors import ConfigurationError
+from chalicelib.formats import one_of
 
 DEFAULT_APP_NAME = "cxone-relay"
 DEFAULT_CONSUMERS = ("analytics-sink", "crm-updater", "agent-dashboard")
@@ -42,8 +46,15 @@ _NAME_PART = re.compile(r"^[A-Za-z0-9-]{1,40}$")
 _EVENT_BUS_NAME = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
 
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+# "report": the ingest function returns batchItemFailures; "raise": it deletes what it
+# settled and raises, for a mapping without ReportBatchItemFailures.
+BatchFailureMode = Literal["report", "raise"]
+BATCH_FAILURE_MODES: tuple[BatchFailureMode, ...] = ("report", "raise")
+
+
+class ConfigError(ConfigurationError):
+    """A relay setting (an environment variable) is missing or malformed; the message names
+    the variable."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ class Settings:
     event_source: str
     consumers: tuple[str, ...]
     names: ResourceNames
-    batch_failure_mode: str = "report"  # "report": batchItemFailures; "raise": delete + raise
+    batch_failure_mode: BatchFailureMode = "report"
     dedup_retention_days: int = 7
     store_retention_days: int = 30
     allowed_stages: tuple[str, ...] = DEFAULT_STAGES
@@ -123,6 +134,13 @@ def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[s
     if raw is None:
         return default
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _batch_failure_mode(value: str) -> BatchFailureMode:
+    mode = one_of(value, BATCH_FAILURE_MODES)
+    if mode is None:
+        raise ConfigError(f"RELAY_BATCH_FAILURE_MODE must be 'report' or 'raise', got {value!r}")
+    return mode
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -191,9 +209,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             )
     if len(set(consumers)) != len(consumers):
         raise ConfigError(f"CONSUMERS lists a consumer twice: {','.join(consumers)}")
-    mode = env.get("RELAY_BATCH_FAILURE_MODE", "report")
-    if mode not in ("report", "raise"):
-        raise ConfigError(f"RELAY_BATCH_FAILURE_MODE must be 'report' or 'raise', got {mode!r}")
+    mode = _batch_failure_mode(env.get("RELAY_BATCH_FAILURE_MODE", "report"))
     genesys = _flag(env, "RELAY_GENESYS_ENABLED")
     connect = _flag(env, "RELAY_CONNECT_ENABLED")
     connect_bus = env.get("RELAY_CONNECT_EVENT_BUS") or DEFAULT_EVENT_BUS

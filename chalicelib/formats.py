@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 # Values longer than this are cut in error messages: enough to recognise, never a payload dump.
 SHOWN_VALUE_MAX_CHARS = 60
@@ -27,6 +27,18 @@ _RFC3339 = re.compile(
     r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
     r"(?:(?P<zulu>[Zz])|(?P<sign>[+-])(?P<offset_hours>[0-9]{2}):(?P<offset_minutes>[0-9]{2}))"
 )
+
+
+Choice = TypeVar("Choice", bound=str)
+
+
+def one_of(text: str, choices: tuple[Choice, ...]) -> Choice | None:
+    """`text` as the one of `choices` it equals (typed as that choice, e.g. a Literal), or
+    None: how a stored or configured string becomes a status or a mode."""
+    for choice in choices:
+        if text == choice:
+            return choice
+    return None
 
 
 def utc_now() -> datetime:

@@ -1,10 +1,15 @@
-"""Typed records shared by every stage of the pipeline, and the delivered-message contract."""
+"""Typed records shared by every stage of the pipeline, and the shapes of the contracts:
+the delivered message, the quarantine message, the listing responses and the Lambda SQS
+response (the model is Powertools' `batch/types.py`: a TypedDict per wire shape).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
+from chalicelib.errors import PoisonReason
 from chalicelib.formats import canonical_json, sha256_hex
 
 # SNS refuses messages over 256 KB (message body plus attributes).
@@ -41,8 +46,64 @@ class CanonicalEvent:
 class InvalidEvent:
     """Why a record cannot be delivered; it goes to quarantine with these reasons."""
 
-    reason: str  # "unparseable" | "invalid" | "too_large"
+    reason: PoisonReason
     errors: dict[str, list[str]]
+
+
+# What the relay decided for a record it acknowledges (the batch outcome, the audit trail);
+# every other record is a batch item failure.
+Decision = Literal["delivered", "duplicate", "quarantined"]
+
+
+class DeliveredMessage(TypedDict):
+    """What every consumer topic receives (the delivered-message contract); a raw-delivery
+    SQS subscriber's body."""
+
+    event_id: str  # the EventBridge id of the first copy claimed: stable across retries
+    interaction_id: str
+    participant_id: str | None
+    detail_type: str
+    stage: str | None
+    state: str | None
+    sequence: int | None
+    occurred_at: str  # RFC 3339, UTC, milliseconds, `Z`
+    received_at: str
+    late: bool
+    replay: bool
+    replay_job_id: str | None
+    source: str
+    event: dict[str, Any]  # the original EventBridge event, as received
+
+
+class QuarantineMessage(TypedDict):
+    """What the quarantine topic receives for a record that can never be delivered."""
+
+    reason: PoisonReason
+    errors: dict[str, list[str]]  # field path -> messages
+    raw: str  # the original body, cut to its first QUARANTINE_RAW_LIMIT bytes
+    raw_bytes: int
+    raw_sha256: str
+    message_id: str
+    received_at: str
+
+
+class EventPage(TypedDict):
+    """A listing response (GET /interactions/{id}/events, GET /replay): stored delivered
+    messages, and the cursor of the next page (None on the last)."""
+
+    events: list[DeliveredMessage]
+    next_cursor: str | None
+
+
+class BatchItemFailure(TypedDict):
+    itemIdentifier: str  # the SQS message id
+
+
+class SqsBatchResponse(TypedDict):
+    """The ingest Lambda's return value: the records SQS must deliver again (the event
+    source mapping's ReportBatchItemFailures)."""
+
+    batchItemFailures: list[BatchItemFailure]
 
 
 def delivered_message(
@@ -51,7 +112,7 @@ def delivered_message(
     received_at: str,
     late: bool,
     replay_job_id: str | None = None,
-) -> dict[str, Any]:
+) -> DeliveredMessage:
     """The message every consumer receives (the delivered-message contract, README)."""
     return {
         "event_id": event.event_id,
@@ -71,7 +132,7 @@ def delivered_message(
     }
 
 
-def message_attributes(message: dict[str, Any]) -> dict[str, dict[str, str]]:
+def message_attributes(message: Mapping[str, object]) -> dict[str, dict[str, str]]:
     """SNS attributes for subscription filters; all String, omitted when null."""
     attributes: dict[str, dict[str, str]] = {}
     for name in ("detail_type", "interaction_id", "stage", "state"):

@@ -9,12 +9,19 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 from botocore.config import Config
 
 from chalicelib.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
 
 # Standard retry mode retries throttling and 5xx with backoff; a few attempts only, since the
 # record itself is retried by SQS with its own backoff.
@@ -26,40 +33,46 @@ _CLIENT_CONFIG = Config(
 )
 
 
+# The services chalicelib calls; each client is made once per process and shared by threads.
+ServiceName = Literal["sqs", "sns", "dynamodb", "events", "secretsmanager"]
+
+
 @dataclass
 class Runtime:
     settings: Settings
     session: boto3.Session
     account_id: str
     executor: ThreadPoolExecutor = field(repr=False)
+    # Keyed by service name, so a test can put a fault-injecting client in a service's place.
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def client(self, name: str) -> Any:
+    def client(self, name: ServiceName) -> Any:
+        # Session.client is not thread-safe: build each client once, under the lock.
         with self._lock:
             if name not in self._clients:
                 self._clients[name] = self.session.client(name, config=_CLIENT_CONFIG)
             return self._clients[name]
 
     @property
-    def sqs(self) -> Any:
-        return self.client("sqs")
+    def sqs(self) -> SQSClient:
+        return cast("SQSClient", self.client("sqs"))
 
     @property
-    def sns(self) -> Any:
-        return self.client("sns")
+    def sns(self) -> SNSClient:
+        return cast("SNSClient", self.client("sns"))
 
     @property
-    def dynamodb(self) -> Any:
-        return self.client("dynamodb")
+    def dynamodb(self) -> DynamoDBClient:
+        return cast("DynamoDBClient", self.client("dynamodb"))
 
     @property
-    def events(self) -> Any:
-        return self.client("events")
+    def events(self) -> EventBridgeClient:
+        return cast("EventBridgeClient", self.client("events"))
 
     @property
-    def secretsmanager(self) -> Any:
-        return self.client("secretsmanager")
+    def secretsmanager(self) -> SecretsManagerClient:
+        return cast("SecretsManagerClient", self.client("secretsmanager"))
 
     def topic_arn(self, topic_name: str) -> str:
         partition = self.session.get_partition_for_region(self.settings.region)

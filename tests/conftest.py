@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -16,15 +15,15 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+# Imported first, as app.py does (through chalicelib.tracing): it configures the one Powertools
+# logger with the audit formatter. A Logger made earlier under the same service name (the
+# cxone package still makes its own) would configure it first, and audit lines would lose
+# their compact form for the rest of the session, depending on which test module is
+# collected first.
+import chalicelib.telemetry  # noqa: F401
+from tests.support.environment import ACCOUNT_ID, AWS_ENV, REGION, free_port
+
 pytest_plugins = ["tests.support.log_guard"]
-
-REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +35,7 @@ def aws_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    saved = {k: os.environ.get(k) for k in AWS_ENV}
     os.environ.update(
         {
             "AWS_ENDPOINT_URL": endpoint,
@@ -58,16 +57,6 @@ def aws_endpoint() -> Iterator[str]:
                 os.environ[key] = value
 
 
-_AWS_ENV = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-)
-
-
 @pytest.fixture
 def stage_name() -> str:
     """A stage name unique to the test, so its resources are its own."""
@@ -80,7 +69,7 @@ def relay_env(aws_endpoint: str, stage_name: str, monkeypatch: pytest.MonkeyPatc
     env = {
         "RELAY_APP": "relay",
         "RELAY_STAGE": stage_name,
-        "RELAY_ACCOUNT_ID": "123456789012",
+        "RELAY_ACCOUNT_ID": ACCOUNT_ID,
         "AWS_REGION": REGION,
         "RELAY_BACKOFF_BASE_SECONDS": "0",
         "RELAY_BACKOFF_MAX_SECONDS": "0",

@@ -67,7 +67,7 @@ class ReadableMessages:
     }
 
 
-class Text(ReadableMessages, fields.Field):
+class Text(ReadableMessages, fields.Field[str]):
     """A JSON string, with optional length bounds and an optional set of allowed values."""
 
     def __init__(
@@ -99,7 +99,7 @@ class Text(ReadableMessages, fields.Field):
         return value
 
 
-class WholeNumber(ReadableMessages, fields.Field):
+class WholeNumber(ReadableMessages, fields.Field[int]):
     """A JSON integer >= 0: not a string of digits, not 3.5, not 3.0, not a boolean.
 
     Capped at the largest signed 64-bit integer: every store and language downstream can hold
@@ -118,7 +118,7 @@ class WholeNumber(ReadableMessages, fields.Field):
         return value
 
 
-class Timestamp(ReadableMessages, fields.Field):
+class Timestamp(ReadableMessages, fields.Field[datetime]):
     """An RFC 3339 string (offset or Z required), loaded as an aware UTC datetime."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
@@ -130,7 +130,7 @@ class Timestamp(ReadableMessages, fields.Field):
             raise ValidationError(str(error)) from None
 
 
-class JsonObject(ReadableMessages, fields.Field):
+class JsonObject(ReadableMessages, fields.Field[dict[str, Any]]):
     """A JSON object, kept exactly as received (its contents are the provider's business)."""
 
     def _deserialize(

@@ -63,7 +63,7 @@ STAGE_BY_STATE: dict[str, str] = {
 }
 
 
-class EventTime(ReadableMessages, fields.Field):
+class EventTime(ReadableMessages, fields.Field[datetime]):
     """`eventBody.eventTime`: epoch milliseconds (analytics topics) or RFC 3339 (others)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:

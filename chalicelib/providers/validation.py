@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from chalicelib.config import Settings
+from chalicelib.errors import RelayError
 from chalicelib.formats import shown
 from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers import registry as profiles
@@ -34,8 +35,9 @@ SORT_KEY_MAX_BYTES = 1024
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class _NotJsonConstant(ValueError):
-    """NaN, Infinity and -Infinity: Python's json accepts them, JSON does not."""
+class _NotJsonConstant(RelayError):
+    """NaN, Infinity and -Infinity: Python's json accepts them, JSON does not. Raised inside
+    json.loads and caught by parse_body, which makes it an "unparseable" InvalidEvent."""
 
 
 def _refuse_constant(name: str) -> Any:
@@ -46,8 +48,9 @@ def _unparseable(message: str) -> InvalidEvent:
     return InvalidEvent(reason="unparseable", errors={BODY_FIELD: [message]})
 
 
-def decode_body(body: str | bytes) -> str | InvalidEvent:
-    """The body as text that can be re-encoded as UTF-8, or why it is not."""
+def decode_body(body: object) -> str | InvalidEvent:
+    """The body as text that can be re-encoded as UTF-8, or why it is not (any value: a
+    caller's bug must not make this raise)."""
     if isinstance(body, bytes | bytearray | memoryview):
         try:
             return bytes(body).decode("utf-8")
@@ -102,7 +105,7 @@ def parse_body(body: str | bytes) -> object | InvalidEvent:
     if isinstance(text, InvalidEvent):
         return text
     try:
-        parsed = json.loads(text, parse_constant=_refuse_constant)
+        parsed: object = json.loads(text, parse_constant=_refuse_constant)
     except _NotJsonConstant as error:
         return _unparseable(str(error))
     except json.JSONDecodeError as error:

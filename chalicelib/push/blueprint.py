@@ -8,7 +8,7 @@ deployed alike.
 
 from __future__ import annotations
 
-from chalice import Blueprint, Response
+from chalice.app import Blueprint, Response
 
 from chalicelib.tracing import traced
 

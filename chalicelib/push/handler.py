@@ -4,46 +4,56 @@
     -> validate each event (same profiles as ingest) -> PutEvents on the stage's bus -> 200
 
 The route has no gateway authorizer (push sources cannot sign SigV4), so this module is the
-whole authentication: `X-Relay-Timestamp` (Unix seconds, within 5 minutes of now either way)
-and `X-Relay-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">` with the shared
-secret from Secrets Manager. A signature is accepted once: it is remembered in the ledger table
-with a conditional put, which holds across Lambda instances. Nothing is put on the bus before
-all of that has passed. Accepted events go on the bus with PutEvents, so they take the same
-path (rule -> ingest queue -> pipeline) as every other event; EventBridge gives each a new
-envelope id, so the provider's own `detail.eventId` is what makes a retried request harmless.
+whole authentication: the signature headers, checked by chalicelib.push.signing (pure)
+against the shared secret from Secrets Manager. A signature is accepted once: it is
+remembered in the ledger table with a conditional put, which holds across Lambda instances.
+Nothing is put on the bus before all of that has passed. Accepted events go on the bus with
+PutEvents, so they take the same path (rule -> ingest queue -> pipeline) as every other
+event; EventBridge gives each a new envelope id, so the provider's own `detail.eventId` is
+what makes a retried request harmless.
 
 Neither the secret nor a signature is ever logged, raised or returned.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from chalicelib.aws import error_code
-from chalicelib.errors import DependencyUnavailable
-from chalicelib.formats import parse_rfc3339, sha256_hex, shown
+from chalicelib.aws import AwsFailure, error_code
+from chalicelib.errors import BadRequest, DependencyUnavailable
+from chalicelib.formats import parse_rfc3339, sha256_hex
 from chalicelib.model import InvalidEvent
 from chalicelib.providers.validation import parse_body, validate_event
+from chalicelib.push.signing import (
+    SIGNATURE_HEADER,
+    SIGNATURE_WINDOW_SECONDS,
+    TIMESTAMP_HEADER,
+    Refused,
+    SignatureHeaders,
+    SigningKeys,
+    read_signature_headers,
+    signed_with_any,
+)
 from chalicelib.runtime import Runtime
 from chalicelib.telemetry import logger
 
-TIMESTAMP_HEADER = "X-Relay-Timestamp"
-SIGNATURE_HEADER = "X-Relay-Signature"
-SIGNATURE_SCHEME = "sha256="
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_secretsmanager.type_defs import GetSecretValueResponseTypeDef
+
 MAX_BODY_BYTES = 256 * 1024
 MAX_EVENTS_PER_REQUEST = 10
-SIGNATURE_WINDOW_SECONDS = 5 * 60
 # A signature is remembered a little past its window, so clock skew between Lambda instances
 # cannot reopen it; after that the timestamp check alone refuses it.
 REPLAY_MARGIN_SECONDS = 60
@@ -59,9 +69,6 @@ RETRYABLE_PUT_ERRORS = frozenset({"InternalFailure", "ThrottlingException"})
 RESOURCE_ARN_MAX_CHARS = 2048
 DETAIL_TYPE_MAX_CHARS = 128  # PutEvents' limit
 PROVISION_HINT = "python -m scripts.provision credentials"
-
-_TIMESTAMP = re.compile(r"[0-9]{1,12}")
-_SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 
 
 # --------------------------------------------------------------------------- responses
@@ -82,93 +89,7 @@ def refused(message: str) -> PushResponse:
     return error_response(401, "UnauthorizedError", message)
 
 
-# --------------------------------------------------------------------------- signing (pure)
-
-
-def signing_input(timestamp: str, body: bytes) -> bytes:
-    """What is signed: the timestamp exactly as sent, a dot, the raw body bytes."""
-    return timestamp.encode("ascii") + b"." + body
-
-
-def compute_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """The `X-Relay-Signature` value for this timestamp and body: "sha256=<hex>"."""
-    digest = hmac.new(secret.encode("utf-8"), signing_input(timestamp, body), hashlib.sha256)
-    return SIGNATURE_SCHEME + digest.hexdigest()
-
-
-def signed_headers(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
-    """Headers a sender adds to a POST /events request (the relay's own senders use this)."""
-    timestamp = str(int(time.time() if now is None else now))
-    return {
-        "Content-Type": "application/json",
-        TIMESTAMP_HEADER: timestamp,
-        SIGNATURE_HEADER: compute_signature(secret, timestamp, body),
-    }
-
-
-@dataclass(frozen=True)
-class SignatureHeaders:
-    timestamp_text: str  # as sent: it is part of what was signed
-    timestamp: int
-    signature: str  # normalised: "sha256=" + lower-case hex
-
-
-@dataclass(frozen=True)
-class Refused:
-    reason: str  # short code for logs and metrics
-    message: str  # for the caller; never holds a secret or a signature
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value.strip()
-    return None
-
-
-def read_signature_headers(headers: Mapping[str, str], now: float) -> SignatureHeaders | Refused:
-    """Both headers present, well-formed, and the timestamp inside the 5-minute window."""
-    timestamp_text = _header(headers, TIMESTAMP_HEADER)
-    signature_text = _header(headers, SIGNATURE_HEADER)
-    missing = [
-        name
-        for name, value in ((TIMESTAMP_HEADER, timestamp_text), (SIGNATURE_HEADER, signature_text))
-        if not value
-    ]
-    if missing:
-        return Refused(
-            "unsigned",
-            f"missing {' and '.join(missing)}: sign the request (see docs/providers.md)",
-        )
-    assert timestamp_text is not None and signature_text is not None
-    if not _TIMESTAMP.fullmatch(timestamp_text):
-        return Refused(
-            "bad_timestamp",
-            f"{TIMESTAMP_HEADER} must be Unix time in whole seconds, got {shown(timestamp_text)}",
-        )
-    timestamp = int(timestamp_text)
-    skew = int(now) - timestamp
-    if abs(skew) > SIGNATURE_WINDOW_SECONDS:
-        when = f"{skew} s old" if skew > 0 else f"{-skew} s in the future"
-        return Refused(
-            "stale" if skew > 0 else "future",
-            f"{TIMESTAMP_HEADER} is {when}; it must be within {SIGNATURE_WINDOW_SECONDS} s of "
-            f"the relay's clock (now {int(now)}): sign each request when you send it",
-        )
-    match = _SIGNATURE.fullmatch(signature_text)
-    if match is None:
-        # The value is not echoed: it may be a real signature in a slightly wrong format.
-        return Refused(
-            "bad_signature_format",
-            f"{SIGNATURE_HEADER} must be 'sha256=' followed by 64 hex digits",
-        )
-    return SignatureHeaders(timestamp_text, timestamp, SIGNATURE_SCHEME + match.group(1).lower())
-
-
-def signature_matches(secret: str, signed: SignatureHeaders, body: bytes) -> bool:
-    expected = compute_signature(secret, signed.timestamp_text, body)
-    return hmac.compare_digest(expected.encode("ascii"), signed.signature.encode("ascii"))
+# --------------------------------------------------------------------------- replay ledger keys
 
 
 def replay_key(signature: str) -> str:
@@ -187,24 +108,9 @@ class SecretUnavailable(DependencyUnavailable):
     """The signing secret cannot be read; the message is safe to return (503)."""
 
 
-@dataclass(frozen=True)
-class SigningKeys:
-    """The secret's AWSCURRENT value, when that version was made, and AWSPREVIOUS (if any)."""
-
-    current: str
-    current_created_at: float  # Unix seconds
-    previous: str | None = None
-
-    def accepted(self, now: float, overlap_seconds: float) -> list[str]:
-        """The secrets a signature may be made with at `now`: the current one, and the
-        previous one until `overlap_seconds` after the current one was created."""
-        keys = [self.current]
-        if self.previous and now - self.current_created_at < overlap_seconds:
-            keys.append(self.previous)
-        return keys
-
-
-def _read_version(secrets_client: Any, name: str, stage: str) -> dict[str, Any] | None:
+def _read_version(
+    secrets_client: SecretsManagerClient, name: str, stage: str
+) -> GetSecretValueResponseTypeDef | None:
     try:
         return secrets_client.get_secret_value(SecretId=name, VersionStage=stage)
     except ClientError as error:
@@ -218,17 +124,17 @@ def _read_version(secrets_client: Any, name: str, stage: str) -> dict[str, Any] 
             ) from None
         logger.warning("push signing secret unreadable", extra={"error_code": code})
         raise SecretUnavailable("the signing secret cannot be read right now; retry") from None
-    except BotoCoreError as error:
-        logger.warning("push signing secret unreadable", extra={"error": type(error).__name__})
+    except AwsFailure as error:
+        logger.warning("push signing secret unreadable", extra={"error": error_code(error)})
         raise SecretUnavailable("the signing secret cannot be read right now; retry") from None
 
 
-def _created_at(response: Mapping[str, Any]) -> float:
+def _created_at(response: GetSecretValueResponseTypeDef) -> float:
     created = response.get("CreatedDate")
     return created.timestamp() if isinstance(created, datetime) else 0.0
 
 
-def read_signing_keys(secrets_client: Any, name: str) -> SigningKeys:
+def read_signing_keys(secrets_client: SecretsManagerClient, name: str) -> SigningKeys:
     """The shared secret's current and previous versions, or SecretUnavailable saying what
     to do. A version's SecretString is the raw key."""
     current = _read_version(secrets_client, name, "AWSCURRENT")
@@ -243,10 +149,11 @@ def read_signing_keys(secrets_client: Any, name: str) -> SigningKeys:
             f"the signing secret {name} holds no value; run `{PROVISION_HINT}` for this stage"
         )
     previous = _read_version(secrets_client, name, "AWSPREVIOUS")
+    previous_value = previous.get("SecretString") if previous else None
     return SigningKeys(
         current=value,
         current_created_at=_created_at(current),
-        previous=(previous or {}).get("SecretString") or None,
+        previous=previous_value or None,  # an empty previous version accepts nothing
     )
 
 
@@ -266,14 +173,14 @@ class SigningSecretCache:
     _entries: dict[str, _CachedKeys] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, secrets_client: Any, name: str) -> SigningKeys:
+    def get(self, secrets_client: SecretsManagerClient, name: str) -> SigningKeys:
         with self._lock:
             cached = self._entries.get(name)
         if cached is not None and self.clock() - cached.read_at < self.ttl_seconds:
             return cached.keys
         return self._read(secrets_client, name)
 
-    def reread_if_due(self, secrets_client: Any, name: str) -> SigningKeys | None:
+    def reread_if_due(self, secrets_client: SecretsManagerClient, name: str) -> SigningKeys | None:
         """Fresh keys after a mismatch (the secret may have been rotated); None if too soon."""
         with self._lock:
             cached = self._entries.get(name)
@@ -285,26 +192,21 @@ class SigningSecretCache:
         with self._lock:
             self._entries.clear()
 
-    def _read(self, secrets_client: Any, name: str) -> SigningKeys:
+    def _read(self, secrets_client: SecretsManagerClient, name: str) -> SigningKeys:
         keys = read_signing_keys(secrets_client, name)  # absence is not cached
         with self._lock:
             self._entries[name] = _CachedKeys(keys, self.clock())
         return keys
 
 
-def signed_with_any(
-    keys: SigningKeys, signed: SignatureHeaders, body: bytes, now: float, overlap: float
-) -> bool:
-    # Every accepted key is tried (no early exit), so timing does not tell which one matched.
-    results = [signature_matches(key, signed, body) for key in keys.accepted(now, overlap)]
-    return any(results)
-
-
 SIGNING_SECRETS = SigningSecretCache()
 
 
-def remember_signature(dynamodb: Any, table: str, signed: SignatureHeaders) -> bool:
-    """True the first time a signature is seen, False after; a conditional put decides."""
+def remember_signature(dynamodb: DynamoDBClient, table: str, signed: SignatureHeaders) -> bool:
+    """True the first time a signature is seen, False after; a conditional put decides.
+
+    Raises DependencyUnavailable when the table cannot answer.
+    """
     try:
         dynamodb.put_item(
             TableName=table,
@@ -314,17 +216,18 @@ def remember_signature(dynamodb: Any, table: str, signed: SignatureHeaders) -> b
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
-    except ClientError as error:
+    except AwsFailure as error:
         if error_code(error) == "ConditionalCheckFailedException":
             return False
-        raise
+        logger.warning("push: replay check failed", extra={"error_code": error_code(error)})
+        raise DependencyUnavailable("the request could not be checked for replay; retry") from None
     return True
 
 
 # --------------------------------------------------------------------------- the batch
 
 
-class BadBatch(ValueError):
+class BadBatch(BadRequest):
     """The body is not {"events": [1..10 events]}; the message says what is wrong (400)."""
 
 
@@ -332,17 +235,21 @@ def parse_batch(body: bytes) -> list[Any]:
     parsed = parse_body(body)
     if isinstance(parsed, InvalidEvent):
         messages = [message for found in parsed.errors.values() for message in found]
-        raise BadBatch("body: " + "; ".join(messages))
+        raise BadBatch({"body": ["; ".join(messages)]})
     if not isinstance(parsed, dict):
-        raise BadBatch('body: expected a JSON object {"events": [...]}')
+        raise BadBatch({"body": ['expected a JSON object {"events": [...]}']})
     events = parsed.get("events")
     if not isinstance(events, list):
         found = "is missing" if "events" not in parsed else "is not an array"
-        raise BadBatch(f'events: {found}; expected {{"events": [1 to 10 events]}}')
+        raise BadBatch({"events": [f'{found}; expected {{"events": [1 to 10 events]}}']})
     if not 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
         raise BadBatch(
-            f"events: expected 1 to {MAX_EVENTS_PER_REQUEST} events per request, got "
-            f"{len(events)}; split larger batches"
+            {
+                "events": [
+                    f"expected 1 to {MAX_EVENTS_PER_REQUEST} events per request, got "
+                    f"{len(events)}; split larger batches"
+                ]
+            }
         )
     return events
 
@@ -372,18 +279,16 @@ def bus_entry_problems(event: dict[str, Any]) -> dict[str, list[str]]:
     return problems
 
 
-def bus_entry(event: dict[str, Any], bus_name: str) -> dict[str, Any]:
+def bus_entry(event: dict[str, Any], bus_name: str) -> PutEventsRequestEntryTypeDef:
     """The PutEvents entry of a validated event; `detail` (and its eventId) travel unchanged."""
-    entry: dict[str, Any] = {
+    return {
         "Source": event["source"],
         "DetailType": event["detail-type"],
         "Detail": json.dumps(event["detail"], separators=(",", ":"), ensure_ascii=False),
         "Resources": list(event.get("resources") or []),
         "EventBusName": bus_name,
+        "Time": parse_rfc3339(event["time"]),  # validated already: it parses
     }
-    moment: datetime = parse_rfc3339(event["time"])  # validated already: it parses
-    entry["Time"] = moment
-    return entry
 
 
 @dataclass(frozen=True)
@@ -392,20 +297,27 @@ class PutFailure:
     message: str
 
 
-def put_entries(events_client: Any, entries: Sequence[dict[str, Any]]) -> list[str | PutFailure]:
+def put_entries(
+    events_client: EventBridgeClient, entries: Sequence[PutEventsRequestEntryTypeDef]
+) -> list[str | PutFailure]:
     """PutEvents; per entry its new EventBridge id or why it failed. Retryable failures get
-    one more try. A call that fails as a whole raises (nothing of it was put)."""
+    one more try. A first call that fails as a whole raises DependencyUnavailable (nothing of
+    it was put)."""
     outcomes: list[str | PutFailure] = [PutFailure("NotSent", "")] * len(entries)
     pending = list(range(len(entries)))
     for attempt in range(2):
         try:
             response = events_client.put_events(Entries=[entries[i] for i in pending])
-        except (BotoCoreError, ClientError) as error:
+        except AwsFailure as error:
+            code = error_code(error)
             if attempt == 0:
-                raise
-            code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
+                logger.warning("push: PutEvents failed", extra={"error_code": code})
+                raise DependencyUnavailable(
+                    f"the event bus did not take the events ({code}); nothing was put on it: "
+                    "retry the request, signed again"
+                ) from None
             for index in pending:
-                outcomes[index] = PutFailure(code or "PutEventsFailed", "the retry failed")
+                outcomes[index] = PutFailure(code, "the retry failed")
             return outcomes
         retry: list[int] = []
         results = response.get("Entries", [])
@@ -439,12 +351,12 @@ def put_batch(runtime: Runtime, events: list[Any]) -> PushResponse:
     """Validate each event, put the valid ones on the bus, report per event."""
     settings = runtime.settings
     results: dict[int, dict[str, Any]] = {}
-    entries: list[dict[str, Any]] = []
+    entries: list[PutEventsRequestEntryTypeDef] = []
     entry_indices: list[int] = []
     for index, event in enumerate(events):
-        outcome = validate_event(event, settings)
-        if isinstance(outcome, InvalidEvent):
-            results[index] = rejected(index, outcome.reason, outcome.errors)
+        validated = validate_event(event, settings)
+        if isinstance(validated, InvalidEvent):
+            results[index] = rejected(index, validated.reason, validated.errors)
             continue
         problems = bus_entry_problems(event)
         if problems:
@@ -453,17 +365,7 @@ def put_batch(runtime: Runtime, events: list[Any]) -> PushResponse:
         entries.append(bus_entry(event, settings.names.event_bus))
         entry_indices.append(index)
     if entries:
-        try:
-            put = put_entries(runtime.events, entries)
-        except (BotoCoreError, ClientError) as error:
-            code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
-            logger.warning("push: PutEvents failed", extra={"error_code": code})
-            return error_response(
-                503,
-                "ServiceUnavailable",
-                f"the event bus did not take the events ({code}); nothing was put on it: "
-                "retry the request, signed again",
-            )
+        put = put_entries(runtime.events, entries)
         for index, outcome in zip(entry_indices, put, strict=True):
             if isinstance(outcome, str):
                 results[index] = accepted(index, outcome)
@@ -502,14 +404,33 @@ def handle_push(
     now: float | None = None,
     secrets: SigningSecretCache = SIGNING_SECRETS,
 ) -> PushResponse:
-    """One POST /events request, from its headers and the exact bytes received."""
-    now = time.time() if now is None else now
+    """One POST /events request, from its headers and the exact bytes received.
+
+    The one boundary of the push entry point: a BadRequest is a 400, a DependencyUnavailable
+    (the secret, the replay check, the bus) a 503 saying what to do; nothing was put on the bus
+    in either case.
+    """
     if raw_body is None:
         body = b""
     elif isinstance(raw_body, str):
         body = raw_body.encode("utf-8")
     else:
         body = bytes(raw_body)
+    try:
+        return _push(headers, body, runtime, time.time() if now is None else now, secrets)
+    except BadRequest as error:
+        return error_response(400, "BadRequestError", str(error))
+    except DependencyUnavailable as error:
+        return error_response(503, "ServiceUnavailable", str(error))
+
+
+def _push(
+    headers: Mapping[str, str],
+    body: bytes,
+    runtime: Runtime,
+    now: float,
+    secrets: SigningSecretCache,
+) -> PushResponse:
     settings = runtime.settings
 
     # 1. authentication, before anything else is looked at
@@ -524,9 +445,9 @@ def handle_push(
         if not matches:
             fresh = secrets.reread_if_due(runtime.secretsmanager, secret_name)
             matches = fresh is not None and signed_with_any(fresh, signed, body, now, overlap)
-    except SecretUnavailable as error:
+    except SecretUnavailable:
         logger.error("push: signing secret unavailable", extra={"secret_name": secret_name})
-        return error_response(503, "ServiceUnavailable", str(error))
+        raise
     if not matches:
         return _refuse(
             Refused(
@@ -535,15 +456,7 @@ def handle_push(
                 "with HMAC-SHA256 and the shared secret, over the exact bytes sent",
             )
         )
-    try:
-        first_use = remember_signature(runtime.dynamodb, settings.names.ledger_table, signed)
-    except (BotoCoreError, ClientError) as error:
-        code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
-        logger.warning("push: replay check failed", extra={"error_code": code})
-        return error_response(
-            503, "ServiceUnavailable", "the request could not be checked for replay; retry"
-        )
-    if not first_use:
+    if not remember_signature(runtime.dynamodb, settings.names.ledger_table, signed):
         return _refuse(
             Refused(
                 "replayed",
@@ -559,8 +472,4 @@ def handle_push(
             "RequestEntityTooLargeError",
             f"body is {len(body)} bytes; at most {MAX_BODY_BYTES} ({MAX_BODY_BYTES // 1024} KB)",
         )
-    try:
-        events = parse_batch(body)
-    except BadBatch as error:
-        return error_response(400, "BadRequestError", str(error))
-    return put_batch(runtime, events)
+    return put_batch(runtime, parse_batch(body))

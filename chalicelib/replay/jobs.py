@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import re
 import time
 import uuid
@@ -43,24 +42,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any
-
-from botocore.exceptions import ClientError
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 from chalicelib.api.params import JobRequest
-from chalicelib.formats import rfc3339, utc_now
+from chalicelib.aws import QUEUE_URLS, AwsFailure, compute_backoff, error_code
+from chalicelib.errors import DependencyUnavailable, RelayError
+from chalicelib.formats import one_of, parse_rfc3339, rfc3339, utc_now
 from chalicelib.ingest.fanout import OutboundMessage, PublishResult, publish_ordered
 from chalicelib.model import SNS_MAX_MESSAGE_BYTES
 from chalicelib.runtime import Runtime
 from chalicelib.store.layout import StoreTables
 from chalicelib.store.queries import StoredEvent, WindowFilter, window
+from chalicelib.telemetry import logger
 from chalicelib.timing import VISIBILITY_FACTOR, ingest_timeout_seconds
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 JOB_KEY_PREFIX = "JOB#"
 JOB_SORT_KEY = "JOB"
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+# A job's status, as stored and as GET /replay/jobs/{job_id} shows it.
+JobStatus = Literal["queued", "running", "done", "failed"]
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
+QUEUED: Final = "queued"
+RUNNING: Final = "running"
+DONE: Final = "done"
+FAILED: Final = "failed"
 PAGE_SIZE = 100
 # Stop starting pages when the Lambda has less than this left: a page (100 events to a few
 # topics) takes seconds, the margin leaves room for the continuation message.
@@ -74,12 +81,14 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")
 PublishFunction = Callable[[Any, str, Sequence[OutboundMessage]], PublishResult]
 
 
-class JobBusy(RuntimeError):
-    """Another worker holds the job's lease; the message should come back later."""
+class JobBusy(DependencyUnavailable):
+    """Another worker holds the job's lease: the message comes back later, when a retry can
+    take it."""
 
 
-class LeaseLost(RuntimeError):
-    """This worker's lease expired and another worker took the job over."""
+class LeaseLost(RelayError):
+    """This worker's lease expired and another worker took the job over; `run_job` stops on
+    it (it never leaves the worker)."""
 
 
 class RunOutcome(Enum):
@@ -129,10 +138,31 @@ def advance_progress(
     return ConsumerProgress(through, extra)
 
 
+class JobView(TypedDict):
+    """GET /replay/jobs/{job_id}: a job's public shape, without keys, leases or checkpoints."""
+
+    job_id: str
+    status: JobStatus
+    matched: int  # events of the window handled so far
+    published: int  # event x consumer publishes
+    skipped: int  # event x consumer pairs too large to re-send
+    progress: float  # 0.0 to 1.0, by time through the window
+    since: str
+    until: str
+    detail_type: str | None
+    interaction_id: str | None
+    consumers: list[str]
+    created_at: str | None
+    started_at: str | None
+    updated_at: str | None
+    finished_at: str | None
+    error: str | None
+
+
 @dataclass(frozen=True)
 class Job:
     job_id: str
-    status: str
+    status: JobStatus
     since: str
     until: str
     detail_type: str | None
@@ -161,12 +191,12 @@ class Job:
             return 1.0
         if self.reached is None:
             return 0.0
-        since, until, reached = (_parse(t) for t in (self.since, self.until, self.reached))
+        since, until, reached = (parse_rfc3339(t) for t in (self.since, self.until, self.reached))
         fraction = (reached - since) / (until - since)
         return round(min(max(fraction, 0.0), 1.0), 4)
 
-    def view(self) -> dict[str, Any]:
-        """The public shape (GET /replay/jobs/{job_id}): no keys, leases or checkpoints."""
+    def view(self) -> JobView:
+        """The public shape (GET /replay/jobs/{job_id})."""
         return {
             "job_id": self.job_id,
             "status": self.status,
@@ -187,10 +217,6 @@ class Job:
         }
 
 
-def _parse(moment: str) -> datetime:
-    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
-
-
 def _s(item: dict[str, Any], name: str) -> str | None:
     value = item.get(name)
     return value["S"] if value is not None else None
@@ -201,11 +227,18 @@ def _n(item: dict[str, Any], name: str) -> int:
     return int(value["N"]) if value is not None else 0
 
 
+def _status(text: str) -> JobStatus:
+    status = one_of(text, JOB_STATUSES)
+    if status is None:
+        raise ValueError(f"a replay job item has an unknown status {text!r}")
+    return status
+
+
 def job_from_item(item: dict[str, Any]) -> Job:
     progress = item.get("consumer_progress", {"M": {}})["M"]
     return Job(
         job_id=item["job_id"]["S"],
-        status=item["status"]["S"],
+        status=_status(item["status"]["S"]),
         since=item["since"]["S"],
         until=item["until"]["S"],
         detail_type=_s(item, "detail_type"),
@@ -242,7 +275,7 @@ def is_job_id(text: str) -> bool:
 
 
 def create_job(
-    dynamodb: Any, table: str, request: JobRequest, *, retention_days: int, now: datetime
+    dynamodb: DynamoDBClient, table: str, request: JobRequest, *, retention_days: int, now: datetime
 ) -> Job:
     """Record a queued job (the caller then queues its message)."""
     job_id = new_job_id()
@@ -271,7 +304,7 @@ def create_job(
     return job_from_item(item)
 
 
-def get_job(dynamodb: Any, table: str, job_id: str) -> Job | None:
+def get_job(dynamodb: DynamoDBClient, table: str, job_id: str) -> Job | None:
     if not is_job_id(job_id):
         return None
     response = dynamodb.get_item(TableName=table, Key=job_key(job_id), ConsistentRead=True)
@@ -279,39 +312,37 @@ def get_job(dynamodb: Any, table: str, job_id: str) -> Job | None:
     return job_from_item(item) if item else None
 
 
-_queue_urls: dict[str, str] = {}
-
-
-def replay_queue_url(runtime: Runtime) -> str:
-    name = runtime.settings.names.replay_queue
-    if name not in _queue_urls:
-        _queue_urls[name] = runtime.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    return _queue_urls[name]
-
-
 def enqueue_job(runtime: Runtime, job_id: str, delay_seconds: int = 0) -> None:
     runtime.sqs.send_message(
-        QueueUrl=replay_queue_url(runtime),
+        QueueUrl=QUEUE_URLS.url(runtime.sqs, runtime.settings.names.replay_queue),
         MessageBody=json.dumps({"job_id": job_id}),
         DelaySeconds=delay_seconds,
     )
 
 
 def start_job(runtime: Runtime, request: JobRequest, *, now: datetime | None = None) -> Job:
-    """Record the job and queue its start; a job that could not be queued is marked failed."""
+    """Record the job and queue its start; a job that could not be queued is marked failed.
+
+    Raises DependencyUnavailable when the jobs table or the replay queue fails.
+    """
     settings = runtime.settings
-    job = create_job(
-        runtime.dynamodb,
-        settings.names.jobs_table,
-        request,
-        retention_days=settings.store_retention_days,
-        now=now or utc_now(),
-    )
+    try:
+        job = create_job(
+            runtime.dynamodb,
+            settings.names.jobs_table,
+            request,
+            retention_days=settings.store_retention_days,
+            now=now or utc_now(),
+        )
+    except AwsFailure as error:
+        raise DependencyUnavailable(
+            f"the job could not be recorded ({error_code(error)})"
+        ) from error
     try:
         enqueue_job(runtime, job.job_id)
-    except Exception:
+    except AwsFailure as error:
         _set_failed(runtime, job.job_id, "the job could not be queued", owner=None)
-        raise
+        raise DependencyUnavailable(f"the job could not be queued ({error_code(error)})") from error
     return job
 
 
@@ -332,8 +363,8 @@ def _now_ms(now: datetime) -> int:
     return int(now.timestamp() * 1000)
 
 
-def _conditional_failed(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+def _conditional_failed(error: BaseException) -> bool:
+    return error_code(error) == "ConditionalCheckFailedException"
 
 
 def _acquire(runtime: Runtime, job_id: str, owner: str, now: datetime) -> Job:
@@ -388,11 +419,12 @@ def _owned_update(
     if names:
         request["ExpressionAttributeNames"] = names
     try:
-        return runtime.dynamodb.update_item(**request)["Attributes"]
-    except ClientError as error:
+        attributes: dict[str, Any] = runtime.dynamodb.update_item(**request)["Attributes"]
+    except AwsFailure as error:
         if _conditional_failed(error):
             raise LeaseLost(job_id) from None
         raise
+    return attributes
 
 
 def _lease_values(runtime: Runtime, now: datetime) -> dict[str, Any]:
@@ -438,8 +470,8 @@ class _ConsumerRound:
 
 
 def replay_message(message: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """The stored message as re-sent: everything kept (received_at, late) but the replay
-    fields, which tell consumers that dedupe on event_id a replay from a duplicate."""
+    """The stored delivered message as re-sent: everything kept (received_at, late) but the
+    replay fields, which tell consumers that dedupe on event_id a replay from a duplicate."""
     return {**message, "replay": True, "replay_job_id": job_id}
 
 
@@ -556,12 +588,12 @@ def run_job(
     owner = uuid.uuid4().hex
     try:
         job = _acquire(runtime, job_id, owner, clock())
-    except ClientError as error:
+    except AwsFailure as error:
         if not _conditional_failed(error):
             raise
         current = get_job(runtime.dynamodb, settings.names.jobs_table, job_id)
         if current is None:
-            logger.warning("replay job %s does not exist; message dropped", job_id)
+            logger.warning("replay job does not exist; message dropped", extra={"job_id": job_id})
             return RunOutcome.UNKNOWN_JOB
         if current.status in (DONE, FAILED):
             return RunOutcome.FINISHED_BEFORE
@@ -604,7 +636,9 @@ def run_job(
                 enqueue_job(runtime, job_id)
                 return RunOutcome.CONTINUED
     except LeaseLost:
-        logger.warning("replay job %s: lease lost to another worker; stopping", job_id)
+        logger.warning(
+            "replay job: lease lost to another worker; stopping", extra={"job_id": job_id}
+        )
         return RunOutcome.CONTINUED
     except Exception:
         # Let the message come back at once to a worker that resumes from the checkpoint,
@@ -679,12 +713,15 @@ def _after_failed_publish(
         )
         return RunOutcome.FAILED
     logger.warning(
-        "replay job %s: publish to %s failed (%s); retry %d scheduled",
-        job_id,
-        failure.consumer,
-        failure.failure,
-        attempts,
+        "replay job: publish failed; retry scheduled",
+        extra={
+            "job_id": job_id,
+            "consumer": failure.consumer,
+            "error_code": failure.failure,
+            "attempt": attempts,
+        },
     )
     _release(runtime, job_id, owner, clock())
-    enqueue_job(runtime, job_id, delay_seconds=min(2**attempts, MAX_RETRY_DELAY_SECONDS))
+    delay = compute_backoff(attempts, base=1, cap=MAX_RETRY_DELAY_SECONDS, jitter=None)
+    enqueue_job(runtime, job_id, delay_seconds=int(delay))
     return RunOutcome.RETRY_SCHEDULED

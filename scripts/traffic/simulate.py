@@ -786,7 +786,7 @@ def send_over_https(
     """
     import requests
 
-    from chalicelib.push.handler import signed_headers
+    from chalicelib.push.signing import signed_headers
 
     batch = list(events)
 

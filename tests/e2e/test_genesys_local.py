@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib.push.handler import signed_headers
+from chalicelib.push.signing import signed_headers
 from tests.support.helpers import DELIVERED_FIELDS, cxone_event
 from tests.support.local_stack import PROJECT, drain, running_stack
 from tests.support.stack_clients import aws, dead_letters, put_on_bus, wait_until_ingest_is_idle

@@ -32,9 +32,9 @@ from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from chalicelib.push.handler import SIGNATURE_HEADER, TIMESTAMP_HEADER, compute_signature
-from tests.conftest import free_port
+from chalicelib.push.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, compute_signature
 from tests.support.api_stage import ApiStage, api_stage
+from tests.support.environment import free_port
 from tests.support.helpers import cxone_event
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -23,10 +23,11 @@ from rich.console import Console
 
 from chalicelib.push import handler as push
 from chalicelib.push.blueprint import build_push_blueprint
-from chalicelib.push.handler import SIGNING_SECRETS, SigningSecretCache, handle_push, signed_headers
+from chalicelib.push.handler import SIGNING_SECRETS, SigningSecretCache, handle_push
+from chalicelib.push.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from scripts.provisioning import cli as provision
-from tests.conftest import REGION
+from tests.support.environment import REGION
 from tests.support.helpers import cxone_event, sqs_lambda_event
 
 PROVISION_HINT = "python -m scripts.provision credentials"
@@ -171,9 +172,9 @@ def test_refused_requests_get_401_and_put_nothing_on_the_bus(stage: PushStage, t
     elif tamper == "other_body":
         headers = signed_headers(stage.secret, batch(pushed_event("int-other")), now)
     elif tamper == "not_hex":
-        headers[push.SIGNATURE_HEADER] = "sha256=" + "z" * 64
+        headers[SIGNATURE_HEADER] = "sha256=" + "z" * 64
     elif tamper == "bad_timestamp":
-        headers[push.TIMESTAMP_HEADER] = f"{now:.3f}"
+        headers[TIMESTAMP_HEADER] = f"{now:.3f}"
 
     response = stage.post(body, headers)
 
@@ -202,7 +203,7 @@ def test_upper_case_hex_is_accepted_and_is_the_same_signature(stage: PushStage) 
     headers = signed_headers(stage.secret, body)
     shouting = {
         **headers,
-        push.SIGNATURE_HEADER: "sha256=" + headers[push.SIGNATURE_HEADER][7:].upper(),
+        SIGNATURE_HEADER: "sha256=" + headers[SIGNATURE_HEADER][7:].upper(),
     }
 
     first = stage.post(body, shouting)
@@ -398,7 +399,7 @@ def test_neither_secret_nor_signature_is_logged_or_returned(
         stage.post(body, signed_headers(secrets.token_hex(32), body)),
     ]
 
-    signature_hex = headers[push.SIGNATURE_HEADER].removeprefix("sha256=")
+    signature_hex = headers[SIGNATURE_HEADER].removeprefix("sha256=")
     # Every record with its extra fields, as the JSON log line would carry them.
     logged = "\n".join(
         f"{entry.getMessage()} {json.dumps(vars(entry), default=str)}" for entry in caplog.records

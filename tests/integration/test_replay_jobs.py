@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
+from chalicelib.errors import DependencyUnavailable
 from chalicelib.formats import rfc3339, utc_now
 from chalicelib.ingest.fanout import OutboundMessage, PublishResult, publish_ordered
 from chalicelib.replay import jobs as replay_jobs
-from chalicelib.replay.jobs import ConsumerProgress, RunOutcome, advance_progress
+from chalicelib.replay.jobs import ConsumerProgress, JobView, RunOutcome, advance_progress
 from chalicelib.runtime import Runtime, reset_runtime
 from chalicelib.store.queries import StoredEvent
 from tests.support.replay_stage import (
@@ -253,6 +254,7 @@ def test_job_delivers_matching_events_to_named_consumers_only(
     assert job["error"] is None
     assert invocations >= len(matching) // 4  # it did continue across invocations
     assert not {"pk", "sk", "lease_owner", "after", "consumer_progress"} & set(job)
+    assert set(job) == JobView.__required_keys__  # the typed public shape, all of it
 
     expected = {m["event_id"]: m for m in matching}
     for consumer in ("crm-updater", "agent-dashboard"):
@@ -432,6 +434,21 @@ def test_job_that_cannot_be_queued_is_503_and_recorded_as_failed(
     assert [(j["status"]["S"], j["error"]["S"]) for j in jobs] == [
         ("failed", "the job could not be queued")
     ]
+
+
+def test_start_job_reports_an_unqueueable_job_as_a_dependency_failure(provisioned: Runtime) -> None:
+    """The API's 503 comes from this: start_job raises the retryable family, naming the SQS
+    error, and leaves the job recorded as failed rather than queued forever."""
+    provisioned.sqs.delete_queue(QueueUrl=replay_queue_url(provisioned))
+    request = replay_jobs.JobRequest(
+        since=SINCE, until=UNTIL, detail_type=None, interaction_id=None, consumers=("crm-updater",)
+    )
+
+    with pytest.raises(DependencyUnavailable, match=r"could not be queued.*NonExistentQueue"):
+        replay_jobs.start_job(provisioned, request)
+
+    jobs = provisioned.dynamodb.scan(TableName=provisioned.settings.names.jobs_table)["Items"]
+    assert [j["status"]["S"] for j in jobs] == ["failed"]
 
 
 # ---- resumption -----------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from botocore.exceptions import EndpointConnectionError
 from chalice.test import Client
 
 from chalicelib.ingest import batch as pipeline
-from chalicelib.push.handler import SIGNING_SECRETS, signed_headers
+from chalicelib.push.handler import SIGNING_SECRETS
+from chalicelib.push.signing import signed_headers
 from chalicelib.runtime import Runtime
 from chalicelib.telemetry import TALLY
 from scripts.local.cxone_standin import CXoneStandIn

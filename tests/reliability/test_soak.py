@@ -45,6 +45,7 @@ from chalicelib.telemetry import TALLY
 from chalicelib.timing import MAX_RECEIVE_COUNT
 from scripts.local.runner import SqsPoller
 from scripts.traffic.simulate import TrafficProfile, generate_traffic, summarize
+from tests.support.environment import free_port
 from tests.support.fakes import Call, FakeSqs, Faults, QueuedMessage, client_error, internal_error
 from tests.support.reliability import (
     ACCOUNT_ID,
@@ -215,12 +216,6 @@ class MappingSide:
 
     def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict:
         return self.sqs.delete_message_batch(QueueUrl=QueueUrl, Entries=Entries)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.push.handler import compute_signature
+from chalicelib.push.signing import compute_signature
 from tests.support.api_stage import ApiStage, api_stage, assert_safe
 from tests.support.helpers import cxone_event
 

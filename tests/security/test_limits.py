@@ -20,7 +20,8 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from chalicelib.api.params import BODY_MAX_BYTES, CURSOR_MAX_CHARS, LIMIT_MAX
-from chalicelib.push.handler import MAX_BODY_BYTES, signed_headers
+from chalicelib.push.handler import MAX_BODY_BYTES
+from chalicelib.push.signing import signed_headers
 from tests.support.api_stage import ApiStage, api_stage
 from tests.support.reliability import interactions
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port
+from tests.support.environment import free_port
 from tests.support.message_schemas import check_relay_message
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -41,11 +41,10 @@ from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from chalicelib.stack import stack_spec
 from scripts.local.runner import SqsPoller
 from scripts.provisioning.infra import Clients, provision_infrastructure
+from tests.support.environment import ACCOUNT_ID, REGION
 from tests.support.fakes import Call, Faults, SimulatedCrash
 from tests.support.helpers import cxone_event, drain_queue
 
-REGION = "us-east-1"
-ACCOUNT_ID = "123456789012"
 STAGES = ("Queued", "Offered", "Connected", "WrapUp", "Closed")
 
 EventKey = tuple[str, str]  # (interaction id, dedup key)

@@ -23,9 +23,9 @@ from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from chalicelib.stack import stack_spec
 from chalicelib.store import layout as store
 from scripts.provisioning.infra import Clients, provision_infrastructure
+from tests.support.environment import REGION
 from tests.support.helpers import seed_store
 
-REGION = "us-east-1"  # as tests/conftest.py
 STAGE_CHANGED = "Interaction.Lifecycle.StageChanged"
 ROUTING = "Routing.StateChanged"
 

@@ -18,8 +18,8 @@ from chalicelib.formats import canonical_json, sha256_hex
 from chalicelib.ingest.ordering import sort_interaction
 from chalicelib.model import CanonicalEvent, delivered_message, message_attributes
 from chalicelib.providers.validation import validate_event, validate_record
+from tests.support.genesys_fixtures import EXPECTED as GENESYS_EXPECTED
 from tests.support.helpers import DELIVERED_FIELDS
-from tests.unit.test_genesys_profile import EXPECTED as GENESYS_EXPECTED
 
 SETTINGS = load_settings({"AWS_REGION": "us-east-1"})
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
