@@ -83,7 +83,7 @@ def _request() -> Request:
 
 @api.route("/interactions/{interaction_id}/events", methods=["GET"], authorizer=IAM)
 @traced
-def interaction_events(interaction_id: str) -> dict[str, Any]:
+def interaction_events(interaction_id: str) -> dict[str, Any] | Response:
     """One interaction's stored events, in order-key order."""
     from chalicelib.api import routes as api_routes
 
@@ -92,7 +92,7 @@ def interaction_events(interaction_id: str) -> dict[str, Any]:
 
 @api.route("/replay", methods=["GET"], authorizer=IAM)
 @traced
-def replay_listing() -> dict[str, Any]:
+def replay_listing() -> dict[str, Any] | Response:
     """Stored events with since <= occurred_at < until, chronological."""
     from chalicelib.api import routes as api_routes
 
@@ -110,7 +110,7 @@ def start_replay_job() -> Response:
 
 @api.route("/replay/jobs/{job_id}", methods=["GET"], authorizer=IAM)
 @traced
-def replay_job_status(job_id: str) -> dict[str, Any]:
+def replay_job_status(job_id: str) -> dict[str, Any] | Response:
     from chalicelib.api import routes as api_routes
 
     return api_routes.replay_job_status(job_id)
