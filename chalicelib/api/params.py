@@ -31,6 +31,10 @@ LIMIT_DEFAULT = 100
 ID_MAX_CHARS = 128
 DETAIL_TYPE_MAX_CHARS = 256
 CURSOR_MAX_CHARS = 2048
+# The years a window may name (in UTC): four digits, written with leading zeros, and a year
+# of margin at the top so that rounding and the window arithmetic never leave the calendar.
+YEAR_MIN = 1000
+YEAR_MAX = 9998
 # A POST body larger than this is not a job request.
 BODY_MAX_BYTES = 64 * 1024
 _DIGITS = re.compile(r"[0-9]+")
@@ -79,14 +83,40 @@ class Rfc3339(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         if not isinstance(value, str):
             raise ValidationError(f"must be an RFC 3339 timestamp string, got {shown(value)}")
+        outside = ValidationError(
+            f"{shown(value)} is outside the years {YEAR_MIN}-{YEAR_MAX} (UTC) that a window "
+            "may name"
+        )
         try:
-            return parse_rfc3339(value)
+            moment = parse_rfc3339(value).astimezone(UTC)
+        except OverflowError:  # an offset that moves the time out of the calendar
+            raise outside from None
         except ValueError as error:
             raise ValidationError(str(error)) from None
+        if not YEAR_MIN <= moment.year <= YEAR_MAX:
+            raise outside
+        return moment
+
+
+class UnicodeText(Text):
+    """Text that is valid Unicode: a lone surrogate (JSON allows "\\ud800") cannot be stored,
+    sent to AWS or compared with what was stored, so it is refused here, naming the field."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            position = error.start
+            raise ValidationError(
+                f"must be valid Unicode text: character {position} is a lone surrogate "
+                f"(U+{ord(text[position]):04X})"
+            ) from None
+        return text
 
 
 def _text(max_length: int, **kwargs: Any) -> Text:
-    return Text(min_length=1, max_length=max_length, **kwargs)
+    return UnicodeText(min_length=1, max_length=max_length, **kwargs)
 
 
 # ---- schemas --------------------------------------------------------------------------------
@@ -291,6 +321,11 @@ def parse_window(query: Mapping[str, list[str]] | None, settings: Settings) -> W
     return _load(WindowSchema(retention_days=settings.store_retention_days), values)
 
 
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (RFC 8259) has neither.
+    raise ValueError(f"{constant} is not JSON")
+
+
 def parse_job_request(body: bytes | str | None, settings: Settings) -> JobRequest:
     """The body of POST /replay/jobs: a JSON object."""
     raw = body.encode("utf-8") if isinstance(body, str) else (body or b"")
@@ -301,10 +336,15 @@ def parse_job_request(body: bytes | str | None, settings: Settings) -> JobReques
     if len(raw) > BODY_MAX_BYTES:
         raise ParameterError({"body": [f"is larger than {BODY_MAX_BYTES} bytes"]})
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as error:
         where = f" (line {error.lineno}, column {error.colno})" if hasattr(error, "lineno") else ""
         raise ParameterError({"body": [f"is not valid JSON{where}"]}) from None
+    except RecursionError:
+        # A job request is a flat object; a body nested thousands deep is not one.
+        raise ParameterError(
+            {"body": ["nests too deeply; send a flat JSON object with since, until and consumers"]}
+        ) from None
     if not isinstance(document, dict):
         raise ParameterError({"body": ["must be a JSON object with since, until and consumers"]})
     schema = JobRequestSchema(

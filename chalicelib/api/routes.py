@@ -186,7 +186,11 @@ def start_replay_job(request: Request) -> Response:
         job_request = parse_job_request(request.raw_body, runtime.settings)
     except ParameterError as error:
         raise _bad_request(error) from None
-    job = replay_jobs.start_job(runtime, job_request)
+    try:
+        job = replay_jobs.start_job(runtime, job_request)
+    except (ClientError, BotoCoreError) as error:
+        logger.warning("replay job not queued", extra={"error_code": error_code(error)})
+        raise DependencyUnavailable("the job could not be queued; try again shortly") from None
     return Response(
         body={"job_id": job.job_id, "status": job.status},
         status_code=202,
