@@ -24,24 +24,14 @@ from typing import Any
 import boto3
 import pytest
 from moto.cloudformation.parsing import get_model_map
-from samtranslator.public.translator import ManagedPolicyLoader
-from samtranslator.translator.transform import transform
 
 from chalicelib.stack import StackSpec, stack_spec
 from scripts.packaging import deploy_rules
 from tests.support.packaged import Packaged, packaged_stage
+from tests.support.translated import translate
 
 REHEARSAL_REGION = "us-west-2"
 STAGES = ("dev", "prod")
-
-
-def translate(packaged: Packaged, code_uri: str, iam: Any) -> dict[str, Any]:
-    """dist/sam.json with its code in S3, as plain CloudFormation."""
-    sam = copy.deepcopy(packaged.template)
-    for resource in sam["Resources"].values():
-        if resource.get("Type") == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = code_uri
-    return transform(sam, {}, ManagedPolicyLoader(iam))
 
 
 # What moto 5.2.5's CloudFormation cannot create, and why (read in moto/cloudformation and the
