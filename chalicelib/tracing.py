@@ -23,4 +23,5 @@ tracer = Tracer(service=SERVICE)
 
 def traced(handler: Handler) -> Handler:
     """`handler` inside an X-Ray subsegment named after it."""
-    return tracer.capture_method(handler, capture_response=False)
+    decorate: Callable[[Handler], Handler] = tracer.capture_method(capture_response=False)
+    return decorate(handler)

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from chalice import Blueprint, IAMAuthorizer, Response
-from chalice.app import Request, SQSEvent
+from chalice.app import Blueprint, IAMAuthorizer, Request, Response, SQSEvent
 
 from chalicelib.config import names_from_environment
 from chalicelib.timing import EVENT_SOURCES

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
@@ -57,7 +57,7 @@ class ParameterError(ValueError):
 # ---- fields ---------------------------------------------------------------------------------
 
 
-class PageLimit(fields.Field):
+class PageLimit(fields.Field):  # type: ignore[type-arg]
     """An integer from 1 to 1000, from a query string ("25") or JSON (25); not "1e3", not 2.5."""
 
     default_error_messages = {"required": "is required but missing", "null": "must not be null"}
@@ -75,7 +75,7 @@ class PageLimit(fields.Field):
         return number
 
 
-class Rfc3339(fields.Field):
+class Rfc3339(fields.Field):  # type: ignore[type-arg]
     """An RFC 3339 date-time string, loaded as an aware UTC datetime."""
 
     default_error_messages = {"required": "is required but missing", "null": "must not be null"}
@@ -180,7 +180,7 @@ class WindowSchema(_WindowFields):
         )
 
 
-class ConsumerList(fields.Field):
+class ConsumerList(fields.Field):  # type: ignore[type-arg]
     """A non-empty JSON array of configured consumer names; duplicates are collapsed."""
 
     default_error_messages = {"required": "is required but missing", "null": "must not be null"}
@@ -189,7 +189,9 @@ class ConsumerList(fields.Field):
         super().__init__(**kwargs)
         self.known = known
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> tuple[str, ...]:
         if not isinstance(value, list) or not value:
             raise ValidationError(
                 f"must be a non-empty array of consumer names, got {shown(value)}; "
@@ -216,7 +218,7 @@ class JobRequestSchema(_WindowFields):
         super().__init__(retention_days=retention_days, **kwargs)
         # Each schema instance has its own copies of the fields: the allowed consumers are
         # the stage's settings, known only now.
-        self.fields["consumers"].known = consumers
+        cast(ConsumerList, self.fields["consumers"]).known = consumers
 
     @post_load
     def _build(self, data: dict[str, Any], **kwargs: Any) -> JobRequest:
@@ -313,12 +315,16 @@ def parse_timeline(interaction_id: str, query: Mapping[str, list[str]] | None) -
     values = _without_empty_cursor(single_values(query))
     if "interaction_id" in values:
         raise ParameterError({"interaction_id": ["belongs in the path, not the query string"]})
-    return _load(TimelineSchema(), {**values, "interaction_id": interaction_id})
+    return cast(
+        TimelineQuery, _load(TimelineSchema(), {**values, "interaction_id": interaction_id})
+    )
 
 
 def parse_window(query: Mapping[str, list[str]] | None, settings: Settings) -> WindowQuery:
     values = _without_empty_cursor(single_values(query))
-    return _load(WindowSchema(retention_days=settings.store_retention_days), values)
+    return cast(
+        WindowQuery, _load(WindowSchema(retention_days=settings.store_retention_days), values)
+    )
 
 
 def _not_json(constant: str) -> Any:
@@ -338,7 +344,11 @@ def parse_job_request(body: bytes | str | None, settings: Settings) -> JobReques
     try:
         document = json.loads(raw, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as error:
-        where = f" (line {error.lineno}, column {error.colno})" if hasattr(error, "lineno") else ""
+        where = (
+            f" (line {error.lineno}, column {error.colno})"
+            if isinstance(error, json.JSONDecodeError)
+            else ""
+        )
         raise ParameterError({"body": [f"is not valid JSON{where}"]}) from None
     except RecursionError:
         # A job request is a flat object; a body nested thousands deep is not one.
@@ -350,4 +360,4 @@ def parse_job_request(body: bytes | str | None, settings: Settings) -> JobReques
     schema = JobRequestSchema(
         retention_days=settings.store_retention_days, consumers=settings.consumers
     )
-    return _load(schema, document)
+    return cast(JobRequest, _load(schema, document))

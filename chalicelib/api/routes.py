@@ -11,8 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
-from chalice import BadRequestError, NotFoundError, Response
-from chalice.app import Request, SQSEvent
+from chalice.app import BadRequestError, NotFoundError, Request, Response, SQSEvent
 
 from chalicelib.api.cursors import CursorError, cursor_key, decode_cursor, encode_cursor
 from chalicelib.api.params import (
