@@ -7,7 +7,15 @@ the moto server. The stack must reach CREATE_COMPLETE and the created resources 
 model's properties. AWS rules that neither cfn-lint nor moto enforce are checked on the same
 translated template, one named test each (scripts.packaging.deploy_rules); a last test shows
 the rehearsal failing on the bug this suite was written for (a queue whose visibility is
-below its function's timeout).
+below its function's timeout): the rehearsal refuses such a template before creating it.
+
+What moto cannot run is replaced by name, each with its reason (`for_moto`): the resource
+types its CloudFormation does not implement (API stage, alarms, queue policy, secrets) and
+the API deployment it refuses are left out and checked on the translated template instead;
+a Ref to the bus becomes the bus's name (moto answers it with an object: the HTTP 500 that
+create_stack gave); the RestApi gets its OpenAPI title as Name; tables' SSESpecification is
+spelled as moto's model reads it; event source mappings are disabled (moto would run the
+functions in Docker). Properties moto drops (tracing, PITR, TTL) are read from the template.
 
 The stacks go to a region of their own, so names (cxone-relay-dev-…) never meet another
 test's resources on the shared moto server.
