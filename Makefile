@@ -22,13 +22,22 @@ $(STAMP): $(RUN_STAMP) requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+# checkov in a virtualenv of its own (its boto3 pin conflicts with requirements.txt).
+SCAN_VENV := .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed
+
+$(SCAN_STAMP): requirements-scan.txt
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --quiet -r requirements-scan.txt
+	touch $(SCAN_STAMP)
+
 # The virtualenv with everything `make test` needs (CI and tools use it).
-install: $(STAMP)
+install: $(STAMP) $(SCAN_STAMP)
 
 run: $(RUN_STAMP)
 	$(BIN)/python -m scripts.local_stack $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(SCAN_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalice import Blueprint, IAMAuthorizer, Response
-from chalice.app import Request, SQSEvent
+from chalice.app import Blueprint, IAMAuthorizer, Request, Response, SQSEvent
 
 from chalicelib.config import names_from_environment
 from chalicelib.timing import EVENT_SOURCES
 from chalicelib.tracing import traced
+
+if TYPE_CHECKING:  # the routes' modules load on first request, not at import
+    from chalicelib.replay.jobs import JobView
 
 
 def _fresh(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +85,7 @@ def _request() -> Request:
 
 @api.route("/interactions/{interaction_id}/events", methods=["GET"], authorizer=IAM)
 @traced
-def interaction_events(interaction_id: str) -> dict[str, Any]:
+def interaction_events(interaction_id: str) -> dict[str, Any] | Response:
     """One interaction's stored events, in order-key order."""
     from chalicelib.api import routes as api_routes
 
@@ -92,7 +94,7 @@ def interaction_events(interaction_id: str) -> dict[str, Any]:
 
 @api.route("/replay", methods=["GET"], authorizer=IAM)
 @traced
-def replay_listing() -> dict[str, Any]:
+def replay_listing() -> dict[str, Any] | Response:
     """Stored events with since <= occurred_at < until, chronological."""
     from chalicelib.api import routes as api_routes
 
@@ -110,7 +112,7 @@ def start_replay_job() -> Response:
 
 @api.route("/replay/jobs/{job_id}", methods=["GET"], authorizer=IAM)
 @traced
-def replay_job_status(job_id: str) -> dict[str, Any]:
+def replay_job_status(job_id: str) -> JobView | Response:
     from chalicelib.api import routes as api_routes
 
     return api_routes.replay_job_status(job_id)

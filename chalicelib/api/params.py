@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
@@ -31,6 +31,10 @@ LIMIT_DEFAULT = 100
 ID_MAX_CHARS = 128
 DETAIL_TYPE_MAX_CHARS = 256
 CURSOR_MAX_CHARS = 2048
+# The years a window may name (in UTC): four digits, written with leading zeros, and a year
+# of margin at the top so that rounding and the window arithmetic never leave the calendar.
+YEAR_MIN = 1000
+YEAR_MAX = 9998
 # A POST body larger than this is not a job request.
 BODY_MAX_BYTES = 64 * 1024
 _DIGITS = re.compile(r"[0-9]+")
@@ -53,7 +57,7 @@ class ParameterError(ValueError):
 # ---- fields ---------------------------------------------------------------------------------
 
 
-class PageLimit(fields.Field):
+class PageLimit(fields.Field):  # type: ignore[type-arg]
     """An integer from 1 to 1000, from a query string ("25") or JSON (25); not "1e3", not 2.5."""
 
     default_error_messages = {"required": "is required but missing", "null": "must not be null"}
@@ -71,7 +75,7 @@ class PageLimit(fields.Field):
         return number
 
 
-class Rfc3339(fields.Field):
+class Rfc3339(fields.Field):  # type: ignore[type-arg]
     """An RFC 3339 date-time string, loaded as an aware UTC datetime."""
 
     default_error_messages = {"required": "is required but missing", "null": "must not be null"}
@@ -79,14 +83,40 @@ class Rfc3339(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         if not isinstance(value, str):
             raise ValidationError(f"must be an RFC 3339 timestamp string, got {shown(value)}")
+        outside = ValidationError(
+            f"{shown(value)} is outside the years {YEAR_MIN}-{YEAR_MAX} (UTC) that a window "
+            "may name"
+        )
         try:
-            return parse_rfc3339(value)
+            moment = parse_rfc3339(value).astimezone(UTC)
+        except OverflowError:  # an offset that moves the time out of the calendar
+            raise outside from None
         except ValueError as error:
             raise ValidationError(str(error)) from None
+        if not YEAR_MIN <= moment.year <= YEAR_MAX:
+            raise outside
+        return moment
+
+
+class UnicodeText(Text):
+    """Text that is valid Unicode: a lone surrogate (JSON allows "\\ud800") cannot be stored,
+    sent to AWS or compared with what was stored, so it is refused here, naming the field."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            position = error.start
+            raise ValidationError(
+                f"must be valid Unicode text: character {position} is a lone surrogate "
+                f"(U+{ord(text[position]):04X})"
+            ) from None
+        return text
 
 
 def _text(max_length: int, **kwargs: Any) -> Text:
-    return Text(min_length=1, max_length=max_length, **kwargs)
+    return UnicodeText(min_length=1, max_length=max_length, **kwargs)
 
 
 # ---- schemas --------------------------------------------------------------------------------
@@ -150,7 +180,7 @@ class WindowSchema(_WindowFields):
         )
 
 
-class ConsumerList(fields.Field):
+class ConsumerList(fields.Field):  # type: ignore[type-arg]
     """A non-empty JSON array of configured consumer names; duplicates are collapsed."""
 
     default_error_messages = {"required": "is required but missing", "null": "must not be null"}
@@ -159,7 +189,9 @@ class ConsumerList(fields.Field):
         super().__init__(**kwargs)
         self.known = known
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> tuple[str, ...]:
         if not isinstance(value, list) or not value:
             raise ValidationError(
                 f"must be a non-empty array of consumer names, got {shown(value)}; "
@@ -186,7 +218,7 @@ class JobRequestSchema(_WindowFields):
         super().__init__(retention_days=retention_days, **kwargs)
         # Each schema instance has its own copies of the fields: the allowed consumers are
         # the stage's settings, known only now.
-        self.fields["consumers"].known = consumers
+        cast(ConsumerList, self.fields["consumers"]).known = consumers
 
     @post_load
     def _build(self, data: dict[str, Any], **kwargs: Any) -> JobRequest:
@@ -283,12 +315,21 @@ def parse_timeline(interaction_id: str, query: Mapping[str, list[str]] | None) -
     values = _without_empty_cursor(single_values(query))
     if "interaction_id" in values:
         raise ParameterError({"interaction_id": ["belongs in the path, not the query string"]})
-    return _load(TimelineSchema(), {**values, "interaction_id": interaction_id})
+    return cast(
+        TimelineQuery, _load(TimelineSchema(), {**values, "interaction_id": interaction_id})
+    )
 
 
 def parse_window(query: Mapping[str, list[str]] | None, settings: Settings) -> WindowQuery:
     values = _without_empty_cursor(single_values(query))
-    return _load(WindowSchema(retention_days=settings.store_retention_days), values)
+    return cast(
+        WindowQuery, _load(WindowSchema(retention_days=settings.store_retention_days), values)
+    )
+
+
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (RFC 8259) has neither.
+    raise ValueError(f"{constant} is not JSON")
 
 
 def parse_job_request(body: bytes | str | None, settings: Settings) -> JobRequest:
@@ -301,13 +342,22 @@ def parse_job_request(body: bytes | str | None, settings: Settings) -> JobReques
     if len(raw) > BODY_MAX_BYTES:
         raise ParameterError({"body": [f"is larger than {BODY_MAX_BYTES} bytes"]})
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as error:
-        where = f" (line {error.lineno}, column {error.colno})" if hasattr(error, "lineno") else ""
+        where = (
+            f" (line {error.lineno}, column {error.colno})"
+            if isinstance(error, json.JSONDecodeError)
+            else ""
+        )
         raise ParameterError({"body": [f"is not valid JSON{where}"]}) from None
+    except RecursionError:
+        # A job request is a flat object; a body nested thousands deep is not one.
+        raise ParameterError(
+            {"body": ["nests too deeply; send a flat JSON object with since, until and consumers"]}
+        ) from None
     if not isinstance(document, dict):
         raise ParameterError({"body": ["must be a JSON object with since, until and consumers"]})
     schema = JobRequestSchema(
         retention_days=settings.store_retention_days, consumers=settings.consumers
     )
-    return _load(schema, document)
+    return cast(JobRequest, _load(schema, document))

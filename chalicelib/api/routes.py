@@ -5,12 +5,13 @@ route (ingest, refresh_token) never load it.
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote
 
-from chalice import BadRequestError, NotFoundError, Response
-from chalice.app import Request, SQSEvent
+from botocore.exceptions import BotoCoreError, ClientError
+from chalice.app import BadRequestError, NotFoundError, Request, Response, SQSEvent
 
 from chalicelib.api.cursors import CursorError, cursor_key, decode_cursor, encode_cursor
 from chalicelib.api.params import (
@@ -19,16 +20,49 @@ from chalicelib.api.params import (
     parse_timeline,
     parse_window,
 )
+from chalicelib.aws import error_code
+from chalicelib.errors import DependencyUnavailable
 from chalicelib.formats import shown
 from chalicelib.replay import jobs as replay_jobs
 from chalicelib.runtime import Runtime, get_runtime
 from chalicelib.store import queries
 from chalicelib.store.layout import StoreTables
-
-logger = logging.getLogger(__name__)
+from chalicelib.telemetry import logger
 
 TIMELINE_CURSOR = "timeline"
 WINDOW_CURSOR = "window"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unavailable(message: str) -> Response:
+    return Response(
+        body={"Code": "ServiceUnavailable", "Message": message},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+def answered(route: Callable[P, R]) -> Callable[P, R | Response]:
+    """The one boundary of the routes: a dependency that failed is a 503 saying so (logged
+    with its error code), never a 500 and never a message of AWS's. Bad input is refused
+    earlier, as a 400, by the parameter parsers."""
+
+    @functools.wraps(route)
+    def answer(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        try:
+            return route(*args, **kwargs)
+        except DependencyUnavailable as error:
+            return _unavailable(str(error))
+        except (ClientError, BotoCoreError) as error:
+            logger.warning(
+                "API dependency failed",
+                extra={"route": route.__name__, "error_code": error_code(error)},
+            )
+            return _unavailable("a service this API depends on failed; try again shortly")
+
+    return answer
 
 
 def _query_values(request: Request) -> dict[str, list[str]]:
@@ -43,13 +77,23 @@ def _bad_request(error: Exception) -> BadRequestError:
     return BadRequestError(str(error))
 
 
+def _cursor_key(runtime: Runtime) -> bytes:
+    return cursor_key(runtime.secretsmanager, runtime.settings.names.cursor_key_secret)
+
+
 def _cursor_position(
     runtime: Runtime, cursor: str | None, kind: str, filters: dict[str, Any]
 ) -> dict[str, Any] | None:
     if cursor is None:
         return None
     try:
-        return decode_cursor(cursor, kind=kind, filters=filters, key=cursor_key(runtime.settings))
+        return decode_cursor(
+            cursor,
+            kind=kind,
+            filters=filters,
+            key=lambda: _cursor_key(runtime),
+            ttl_seconds=runtime.settings.cursor_ttl_seconds,
+        )
     except CursorError as error:
         raise BadRequestError(f"cursor: {error}") from None
 
@@ -59,9 +103,10 @@ def _next_cursor(
 ) -> str | None:
     if position is None:
         return None
-    return encode_cursor(position, kind=kind, filters=filters, key=cursor_key(runtime.settings))
+    return encode_cursor(position, kind=kind, filters=filters, key=_cursor_key(runtime))
 
 
+@answered
 def interaction_events(request: Request, interaction_id: str) -> dict[str, Any]:
     """One interaction's stored events, in order-key order."""
     # API Gateway (REST) and Chalice hand over path parameters still percent-encoded
@@ -95,6 +140,7 @@ def interaction_events(request: Request, interaction_id: str) -> dict[str, Any]:
     }
 
 
+@answered
 def replay_listing(request: Request) -> dict[str, Any]:
     """Stored events with since <= occurred_at < until, chronological."""
     runtime = get_runtime()
@@ -131,24 +177,19 @@ def replay_listing(request: Request) -> dict[str, Any]:
     }
 
 
+@answered
 def start_replay_job(request: Request) -> Response:
     """Record a re-drive job and queue it; the worker does the publishing."""
     runtime = get_runtime()
     try:
-        request = parse_job_request(request.raw_body, runtime.settings)
+        job_request = parse_job_request(request.raw_body, runtime.settings)
     except ParameterError as error:
         raise _bad_request(error) from None
     try:
-        job = replay_jobs.start_job(runtime, request)
-    except Exception:
-        logger.exception("could not start a replay job")
-        return Response(
-            body={
-                "Code": "ServiceUnavailable",
-                "Message": "the job could not be queued; try again shortly",
-            },
-            status_code=503,
-        )
+        job = replay_jobs.start_job(runtime, job_request)
+    except (ClientError, BotoCoreError) as error:
+        logger.warning("replay job not queued", extra={"error_code": error_code(error)})
+        raise DependencyUnavailable("the job could not be queued; try again shortly") from None
     return Response(
         body={"job_id": job.job_id, "status": job.status},
         status_code=202,
@@ -156,7 +197,8 @@ def start_replay_job(request: Request) -> Response:
     )
 
 
-def replay_job_status(job_id: str) -> dict[str, Any]:
+@answered
+def replay_job_status(job_id: str) -> replay_jobs.JobView:
     runtime = get_runtime()
     job = replay_jobs.get_job(runtime.dynamodb, runtime.settings.names.jobs_table, job_id)
     if job is None:

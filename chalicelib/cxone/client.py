@@ -32,12 +32,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from aws_lambda_powertools import Logger
 
+from chalicelib.aws import compute_backoff
 from chalicelib.config import ConfigError, env_int
 from chalicelib.formats import rfc3339, utc_now
-
-logger = Logger(service="cxone-relay")
+from chalicelib.telemetry import logger
 
 AUTH_MODE_CLIENT_CREDENTIALS = "client_credentials"
 AUTH_MODE_ACCESS_KEY = "access_key"
@@ -327,11 +326,6 @@ def retry_after_seconds(header: str | None, now: datetime) -> float | None:
     return max(0.0, (moment - now).total_seconds())
 
 
-def backoff_seconds(attempt: int, base: float, cap: float, jitter: Callable[[], float]) -> float:
-    """Exponential backoff with jitter for retry `attempt` (0-based), at most `cap`."""
-    return min(cap, base * (2**attempt) * (0.5 + jitter() / 2))
-
-
 # --------------------------------------------------------------------------- client
 
 
@@ -603,11 +597,11 @@ class CXoneClient:
         if asked is not None:
             seconds = min(asked, self.settings.max_retry_wait_seconds)
         else:
-            seconds = backoff_seconds(
+            seconds = compute_backoff(
                 attempt,
-                self.settings.backoff_base_seconds,
-                self.settings.max_retry_wait_seconds,
-                self._jitter,
+                base=self.settings.backoff_base_seconds,
+                cap=self.settings.max_retry_wait_seconds,
+                jitter=self._jitter,
             )
         logger.warning(
             "CXone call failed, retrying",
@@ -723,7 +717,8 @@ def _connection_list(body: Any, call: _Call) -> list[Any]:
     if isinstance(body, dict):
         for key in ("connections", "items", "data"):
             if isinstance(body.get(key), list):
-                return body[key]
+                listed: list[Any] = body[key]
+                return listed
     raise CXoneProtocolError(
         f"{call.purpose}: {call.where} answered with JSON that is not a list of connections; "
         "check CXONE_API_BASE_URL and CXONE_CONNECTION_PATH"

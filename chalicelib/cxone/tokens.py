@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws import error_code
 from chalicelib.config import Settings
 from chalicelib.cxone.client import (
     AUTH_MODE_ACCESS_KEY,
@@ -39,9 +39,7 @@ from chalicelib.cxone.client import (
 )
 from chalicelib.formats import rfc3339, utc_now
 from chalicelib.runtime import Runtime
-from chalicelib.telemetry import BatchMetrics
-
-logger = Logger(service="cxone-relay")
+from chalicelib.telemetry import BatchMetrics, logger
 
 RefreshStatus = Literal[
     "fresh", "refreshed", "failed_kept_valid", "failed_expired", "failed_unknown"
@@ -165,19 +163,16 @@ def parse_credentials(secret_string: str, auth_mode: str, secret_name: str) -> C
 # --------------------------------------------------------------------------- Secrets Manager
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def read_secret_string(secrets_client: Any, secret_name: str) -> str | None:
     """The secret's current string, or None when the secret (or a value) does not exist."""
     try:
         response = secrets_client.get_secret_value(SecretId=secret_name)
     except ClientError as error:
-        if _error_code(error) == "ResourceNotFoundException":
+        if error_code(error) == "ResourceNotFoundException":
             return None
         raise
-    return response.get("SecretString")
+    value: str | None = response.get("SecretString")
+    return value
 
 
 def read_stored_token(secrets_client: Any, secret_name: str) -> AccessToken | None:
@@ -198,7 +193,7 @@ def read_credentials(secrets_client: Any, secret_name: str, auth_mode: str) -> C
         secret_string = read_secret_string(secrets_client, secret_name)
     except ClientError as error:
         raise CredentialsError(
-            f"cannot read the CXone credentials secret {secret_name} ({_error_code(error)}); "
+            f"cannot read the CXone credentials secret {secret_name} ({error_code(error)}); "
             "check the function's IAM policy allows secretsmanager:GetSecretValue on it"
         ) from None
     if secret_string is None:
@@ -216,7 +211,7 @@ def store_token(secrets_client: Any, secret_name: str, token: AccessToken) -> No
         secrets_client.put_secret_value(SecretId=secret_name, SecretString=secret_string)
         return
     except ClientError as error:
-        if _error_code(error) != "ResourceNotFoundException":
+        if error_code(error) != "ResourceNotFoundException":
             raise
     try:
         secrets_client.create_secret(
@@ -226,7 +221,7 @@ def store_token(secrets_client: Any, secret_name: str, token: AccessToken) -> No
         )
     except ClientError as error:
         # Another refresh created it between our two calls: write over it.
-        if _error_code(error) != "ResourceExistsException":
+        if error_code(error) != "ResourceExistsException":
             raise
         secrets_client.put_secret_value(SecretId=secret_name, SecretString=secret_string)
 

@@ -166,7 +166,8 @@ def plain_blob(blob: bytes) -> bytes:
 
 
 def json_blob(blob: bytes) -> dict[str, Any]:
-    return json.loads(plain_blob(blob).decode("utf-8"))
+    message: dict[str, Any] = json.loads(plain_blob(blob).decode("utf-8"))
+    return message
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ class OrderFields:
 
 def stored_time_sort(item: dict[str, Any]) -> str:
     """The time_sort of a low-level events item, of either layout."""
-    return (item.get("t") or item["time_sort"])["S"]
+    return str((item.get("t") or item["time_sort"])["S"])
 
 
 def order_fields(item: dict[str, Any]) -> OrderFields:
@@ -313,7 +314,7 @@ def time_index_items(
 
 def time_index_second(item: dict[str, Any]) -> str:
     """The second ("YYYY-MM-DDTHH:MM:SS") a time-index item holds entries of."""
-    return item["sk"]["S"][:SECOND_CHARS]
+    return str(item["sk"]["S"])[:SECOND_CHARS]
 
 
 def decode_time_index_item(item: dict[str, Any]) -> list[TimeIndexEntry]:

@@ -310,7 +310,7 @@ class _ShardReader:
         if self._start_key:
             request["ExclusiveStartKey"] = self._start_key
         response = self._dynamodb.query(**request)
-        items = response.get("Items", [])
+        items: list[dict[str, Any]] = response.get("Items", [])
         self.buffer.extend(items)
         self._start_key = response.get("LastEvaluatedKey")
         self.done = not self._start_key

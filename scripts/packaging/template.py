@@ -115,6 +115,9 @@ def if_customer_key(then: Any, otherwise: Any) -> dict[str, Any]:
 
 
 NO_VALUE = ref("AWS::NoValue")
+# With UseCustomerManagedKey=true, log groups and generated secrets are encrypted with the
+# stage's key as queues, topics and tables are; otherwise with AWS's own keys.
+CUSTOMER_KEY_ARN = {"Fn::If": [CUSTOMER_KEY_CONDITION, get_att(KEY_ID, "Arn"), NO_VALUE]}
 
 
 class Ids:
@@ -271,7 +274,7 @@ def kms_resources(settings: Settings) -> dict[str, Any]:
     """The optional customer-managed key, usable through the stage's services only."""
     services = [
         {"Fn::Sub": f"{service}.${{AWS::Region}}.amazonaws.com"}
-        for service in ("dynamodb", "sns", "sqs")
+        for service in ("dynamodb", "sns", "sqs", "secretsmanager")
     ]
     policy = {
         "Version": "2012-10-17",
@@ -309,6 +312,35 @@ def kms_resources(settings: Settings) -> dict[str, Any]:
                 },
             },
             {
+                # CloudWatch Logs encrypts the stage's log groups, and only those.
+                "Sid": "LogsEncryptsTheStagesLogGroups",
+                "Effect": "Allow",
+                "Principal": {"Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}},
+                "Action": [
+                    "kms:Decrypt",
+                    "kms:Describe*",
+                    "kms:Encrypt",
+                    "kms:GenerateDataKey*",
+                    "kms:ReEncrypt*",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": [
+                            {
+                                "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:"
+                                f"${{AWS::AccountId}}:log-group:{group}"
+                            }
+                            for group in (
+                                f"/aws/lambda/{settings.prefix}",
+                                f"/aws/lambda/{settings.prefix}-*",
+                                f"/aws/apigateway/{settings.prefix}-*",
+                            )
+                        ]
+                    }
+                },
+            },
+            {
                 # EventBridge encrypts what it sends to the ingest queue and its DLQ.
                 "Sid": "EventBridgeSendsToEncryptedQueues",
                 "Effect": "Allow",
@@ -327,7 +359,10 @@ def kms_resources(settings: Settings) -> dict[str, Any]:
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
             "Properties": {
-                "Description": f"CXone Event Relay {settings.stage}: queues, topics and tables",
+                "Description": (
+                    f"CXone Event Relay {settings.stage}: queues, topics, tables, log groups "
+                    "and secrets"
+                ),
                 "EnableKeyRotation": True,
                 "KeyPolicy": policy,
             },
@@ -420,6 +455,7 @@ def function_patches(
             "Properties": {
                 "LogGroupName": function.log_group.name,
                 "RetentionInDays": function.log_group.retention_days,
+                "KmsKeyId": CUSTOMER_KEY_ARN,
             }
         }
     for handler, queue in sqs_handlers.items():
@@ -466,6 +502,7 @@ def api_patches(spec: StackSpec) -> dict[str, Any]:
             "Properties": {
                 "LogGroupName": spec.api.access_log_group.name,
                 "RetentionInDays": spec.api.access_log_group.retention_days,
+                "KmsKeyId": CUSTOMER_KEY_ARN,
             },
         },
         "RestAPI": {
@@ -500,6 +537,7 @@ def secret_resources(settings: Settings, spec: StackSpec) -> dict[str, Any]:
             "Properties": {
                 "Name": secret.name,
                 "Description": secret.description,
+                "KmsKeyId": CUSTOMER_KEY_ARN,
                 "GenerateSecretString": {
                     "PasswordLength": secret.length,
                     "ExcludePunctuation": True,

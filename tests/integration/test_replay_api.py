@@ -455,18 +455,20 @@ def test_tampered_and_reused_cursors_are_400(client: Client, stage: Runtime) -> 
     assert [e["event_id"] for e in body["events"]] == ["c2", "c3", "c4"]
 
 
-def test_cursor_key_comes_from_relay_cursor_key(
-    client: Client, stage: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cursor_key_comes_from_the_stages_cursor_key_secret(client: Client, stage: Runtime) -> None:
     day = datetime(2026, 10, 4, tzinfo=UTC)
     seed(stage, [delivered("int-K", f"k{n}", at(day, n)) for n in range(3)])
     params = {"since": at(day, 0), "until": at(day, 60), "limit": 1}
-    monkeypatch.setenv("RELAY_CURSOR_KEY", "first secret")
     cursor = _first_cursor(client, **params)
     assert get_json(client, "/replay", **params, cursor=cursor)[0] == 200
-    monkeypatch.setenv("RELAY_CURSOR_KEY", "rotated secret")
+    # Rotated, and read again once the cached key expires (a new runtime: a cold start).
+    stage.secretsmanager.put_secret_value(
+        SecretId=stage.settings.names.cursor_key_secret, SecretString="rotated " + "k" * 56
+    )
+    reset_runtime()
     status, body = get_json(client, "/replay", **params, cursor=cursor)
     assert status == 400 and body["Message"].startswith("cursor: ")
+    assert "signed with another key" in body["Message"]
 
 
 # ---- read cost ------------------------------------------------------------------------------

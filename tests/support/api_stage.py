@@ -53,7 +53,9 @@ def api_stage() -> Iterator[ApiStage]:
 
     with provisioned_stage() as runtime:
         push_secret = secrets.token_hex(32)
-        # Provisioning created the secret with a random value; a known one replaces it.
+        # Provisioning created both generated secrets with random values: the cursor signing
+        # key stays as it is (cursors are signed with it), the push secret gets a known value
+        # through PutSecretValue, a new AWSCURRENT version, as a rotation makes one.
         runtime.secretsmanager.put_secret_value(
             SecretId=runtime.settings.names.push_secret, SecretString=push_secret
         )
