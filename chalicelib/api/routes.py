@@ -187,8 +187,9 @@ def start_replay_job(request: Request) -> Response:
         raise _bad_request(error) from None
     try:
         job = replay_jobs.start_job(runtime, job_request)
-    except (ClientError, BotoCoreError) as error:
-        logger.warning("replay job not queued", extra={"error_code": error_code(error)})
+    except DependencyUnavailable as error:
+        # The jobs module names the AWS error for the log; the caller gets no AWS message.
+        logger.warning("replay job not started", extra={"reason": str(error)})
         raise DependencyUnavailable("the job could not be queued; try again shortly") from None
     return Response(
         body={"job_id": job.job_id, "status": job.status},

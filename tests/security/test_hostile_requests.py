@@ -278,7 +278,10 @@ def test_forged_expired_and_hostile_cursors(
     response = stage.client.http.get(url + quote(cursor))
     assert_safe(response, cursor)
     message = json.loads(response.body).get("Message", "")
-    if how == "guessed":
+    if len(cursor) > cursors.MAX_CURSOR_CHARS:
+        # A hostile position can make a cursor longer than any the API issues: refused unread.
+        assert response.status_code == 400 and message.startswith("cursor: must be"), message
+    elif how == "guessed":
         assert response.status_code == 400 and "signed with another key" in message
     elif how == "expired":
         assert response.status_code == 400 and "has expired" in message
