@@ -40,7 +40,7 @@ app.register_blueprint(console_api)
 )
 @traced
 def ingest(event: SQSEvent) -> dict[str, Any]:
-    from chalicelib.ingest.batch import handle_ingest
+    from chalicelib.ingest.handler import handle_ingest
     from chalicelib.runtime import get_runtime
 
     return handle_ingest(event.to_dict(), event.context, get_runtime())

@@ -76,7 +76,9 @@ class Settings:
     event_source: str
     consumers: tuple[str, ...]
     names: ResourceNames
-    batch_failure_mode: str = "report"  # "report": batchItemFailures; "raise": delete + raise
+    # "raise": delete successes, raise when any failed (safe on any mapping, see
+    # chalicelib/ingest/handler.py); "report": batchItemFailures, only where RBIF is verified.
+    batch_failure_mode: str = "raise"
     dedup_retention_days: int = 7
     store_retention_days: int = 30
     allowed_stages: tuple[str, ...] = DEFAULT_STAGES
@@ -191,7 +193,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             )
     if len(set(consumers)) != len(consumers):
         raise ConfigError(f"CONSUMERS lists a consumer twice: {','.join(consumers)}")
-    mode = env.get("RELAY_BATCH_FAILURE_MODE", "report")
+    mode = env.get("RELAY_BATCH_FAILURE_MODE", "raise")
     if mode not in ("report", "raise"):
         raise ConfigError(f"RELAY_BATCH_FAILURE_MODE must be 'report' or 'raise', got {mode!r}")
     genesys = _flag(env, "RELAY_GENESYS_ENABLED")

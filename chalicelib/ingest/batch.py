@@ -47,7 +47,12 @@ from chalicelib.providers.validation import validate_record
 from chalicelib.runtime import Runtime
 from chalicelib.store.layout import event_item, time_index_items
 from chalicelib.telemetry import BatchMetrics, audit, logger
-from chalicelib.timing import MAX_RECEIVE_COUNT, VISIBILITY_FACTOR, ingest_timeout_seconds
+from chalicelib.timing import (
+    LONGEST_RECORD_LIFE_SECONDS,
+    MAX_RECEIVE_COUNT,
+    VISIBILITY_FACTOR,
+    ingest_timeout_seconds,
+)
 
 
 def stuck_claim_ms(stage: str) -> int:
@@ -56,10 +61,6 @@ def stuck_claim_ms(stage: str) -> int:
     in the DLQ by then. A shorter limit would drop the claim of a record still retrying, and
     its event would be claimed anew: delivered twice, `late` decided again."""
     return MAX_RECEIVE_COUNT * VISIBILITY_FACTOR * ingest_timeout_seconds(stage) * 1000
-
-
-class BatchFailed(Exception):
-    """Raised in "raise" mode (no ReportBatchItemFailures): successes were deleted already."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,6 @@ class BatchOutcome:
         for message_id in message_ids:
             self.failed[message_id] = reason
 
-    def lambda_response(self) -> dict[str, Any]:
-        return {"batchItemFailures": [{"itemIdentifier": i} for i in self.failed]}
-
 
 class Deadline:
     """Remaining time of the invocation, from the Lambda context (none in plain tests)."""
@@ -126,7 +124,9 @@ def quarantine_message(record: SqsRecord, invalid: InvalidEvent, received_at: st
     )
 
 
-def too_large(event: CanonicalEvent, received_at: str) -> InvalidEvent | None:
+def undeliverable(event: CanonicalEvent, received_at: str) -> InvalidEvent | None:
+    """`too_large` when the delivered message would exceed SNS's limit (key limits are the
+    validation's; what SNS still refuses for good is poison once published, see `_settle`)."""
     # Sized as the larger of the two messages it may become: `false` is longer than `true`.
     message = delivered_message(event, received_at=received_at, late=False)
     body = OutboundMessage.from_message("size", message, event.event_id).body
@@ -153,6 +153,9 @@ class IngestBatch:
         self.outcome = BatchOutcome()
         self.now = utc_now()
         self.received_at = rfc3339(self.now)
+        # Interaction records outlive every record that may still come back (timing.py).
+        retention = max(self.settings.dedup_retention_days * 86400, LONGEST_RECORD_LIFE_SECONDS)
+        self.record_expires_at = int(self.now.timestamp()) + retention
 
     def run(self) -> BatchOutcome:
         started = time.perf_counter()
@@ -187,9 +190,9 @@ class IngestBatch:
             if isinstance(result, InvalidEvent):
                 invalid.append((record, result))
                 continue
-            oversized = too_large(result, self.received_at)
-            if oversized is not None:
-                invalid.append((record, oversized))
+            problem = undeliverable(result, self.received_at)
+            if problem is not None:
+                invalid.append((record, problem))
                 continue
             by_key[(result.interaction_id, result.dedup_key)].append((record, result))
             ages.append(_age_ms(result.occurred_at, self.now))
@@ -199,11 +202,14 @@ class IngestBatch:
         candidates = []
         for group in by_key.values():
             primary = group[0][1]
+            variants: dict[str, CanonicalEvent] = {}
             for _, other in group[1:]:
                 if other.payload_sha256 != primary.payload_sha256:
                     self.metrics.count("Conflicts")
                     audit("conflict", **_ids(other), first_event_id=primary.event_id)
-            candidates.append(Candidate(primary, tuple(r.message_id for r, _ in group)))
+                    variants.setdefault(other.payload_sha256, other)
+            record_ids = tuple(r.message_id for r, _ in group)
+            candidates.append(Candidate(primary, record_ids, tuple(variants.values())))
         return candidates, invalid
 
     def _quarantine(self, invalid: list[tuple[SqsRecord, InvalidEvent]]) -> None:
@@ -288,7 +294,7 @@ class IngestBatch:
                 audit("duplicate", **_ids(candidate.event), conflict=conflict)
             if plan.waiting:
                 for candidate in plan.waiting:
-                    self.outcome.fail(candidate.record_ids, plan.wait_reason or "waiting")
+                    self.outcome.fail(candidate.record_ids, plan.wait_reason(candidate))
                 self.metrics.count("Waiting", len(plan.waiting))
             for key in plan.abandoned:
                 logger.warning(
@@ -296,7 +302,9 @@ class IngestBatch:
                     extra={"interaction_id": plan.interaction_id, "dedup_key": key},
                 )
         to_claim = [(record, plan) for record, plan in plans if plan.claimed is not None]
-        expires_at = int(self.now.timestamp()) + self.settings.dedup_retention_days * 86400
+        if to_claim and self._out_of_time([p for _, plan in to_claim for p in plan.publications]):
+            return []
+        expires_at = self.record_expires_at
         futures = [
             self.runtime.executor.submit(
                 self.ledger.claim, record.version, plan.claimed, expires_at
@@ -318,10 +326,23 @@ class IngestBatch:
             claimed.append(plan)
         return claimed
 
+    def _out_of_time(self, publications: Sequence[Publication]) -> bool:
+        """Checked before each stage that starts work: past the margin, a real Lambda would be
+        killed part-way, so the stage does not start and its records are retried."""
+        if not self.deadline.exhausted():
+            return False
+        for publication in publications:
+            self.outcome.fail(publication.candidate.record_ids, "deadline")
+        return True
+
     def _publish_and_settle(self, plans: list[InteractionPlan]) -> None:
         if not plans:
             return
         publications: list[Publication] = [p for plan in plans for p in plan.publications]
+        # Claimed but not published: the claims stay in flight (nothing reached a consumer)
+        # and the next attempt takes them over once the lease ends.
+        if self._out_of_time(publications):
+            return
         messages = {
             str(n): OutboundMessage.from_message(str(n), publication_message(p), p.claim.event_id)
             for n, p in enumerate(publications)
@@ -337,6 +358,7 @@ class IngestBatch:
         # Per interaction: dedup keys are scoped by interaction (a provider's event id may
         # recur in another one), so one interaction's publish never settles another's.
         reached: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        refused: dict[str, dict[str, str]] = defaultdict(dict)  # interaction -> key -> code
         try:
             results = fan_out(
                 self.runtime.sns, self.runtime.consumer_topics, messages_for, self.runtime.executor
@@ -348,6 +370,9 @@ class IngestBatch:
             for key in result.published:
                 event = publications[int(key)].candidate.event
                 reached[event.interaction_id][event.dedup_key].add(consumer)
+            for key, code in result.refused.items():
+                event = publications[int(key)].candidate.event
+                refused[event.interaction_id][event.dedup_key] = f"{consumer}: {code}"
             self.metrics.consumer(
                 consumer,
                 delivered=len(result.published),
@@ -359,16 +384,19 @@ class IngestBatch:
                     "publish failures",
                     extra={"consumer": consumer, "codes": sorted(set(result.failed.values()))},
                 )
-        self._settle(plans, reached)
+        self._settle(plans, reached, refused)
 
     def _settle(
-        self, plans: list[InteractionPlan], reached: dict[str, dict[str, set[str]]]
+        self,
+        plans: list[InteractionPlan],
+        reached: dict[str, dict[str, set[str]]],
+        refused: dict[str, dict[str, str]],
     ) -> None:
         writes: list[tuple[str, dict[str, Any]]] = []
         stored: list[tuple[dict[str, Any], str]] = []  # (message, dedup key) for the index
-        done, pending = [], []
+        done, pending, poison = [], [], []
         names = self.settings.names
-        expires_at = int(self.now.timestamp()) + self.settings.dedup_retention_days * 86400
+        expires_at = self.record_expires_at
         for plan in plans:
             assert plan.claimed is not None
             settlement = settle_interaction(
@@ -376,6 +404,7 @@ class IngestBatch:
                 plan.publications,
                 reached[plan.interaction_id],
                 self.settings.consumers,
+                refused[plan.interaction_id],
             )
             if settlement.record_needs_writing:
                 writes.append((names.ledger_table, encode_record(settlement.record, expires_at)))
@@ -393,6 +422,9 @@ class IngestBatch:
                 writes.append((names.events_table, item))
             done += settlement.done
             pending += settlement.pending
+            poison += [
+                (p, refused[plan.interaction_id][p.candidate.dedup_key]) for p in settlement.refused
+            ]
         # Index entries go first: an event item without its entry would be in no window for
         # good (its dedup record stops a retry from storing it again); the reverse is harmless.
         index = time_index_items(
@@ -415,6 +447,15 @@ class IngestBatch:
                 reason="publish_failed",
                 delivered_to=sorted(publication.claim.delivered),
             )
+        # Refused for good by a topic: poison for its own records, never failing the batch.
+        by_id = {record.message_id: record for record in self.records}
+        self._quarantine(
+            [
+                (by_id[message_id], InvalidEvent("invalid", {"_publish": [f"refused by {why}"]}))
+                for publication, why in poison
+                for message_id in publication.candidate.record_ids
+            ]
+        )
 
     def _ack_all(
         self, candidate: Candidate, decision: str, primary_decision: str | None = None
@@ -453,87 +494,3 @@ def _ids(event: CanonicalEvent) -> dict[str, str]:
 def _age_ms(occurred_at: str, now: datetime) -> float:
     occurred = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
     return max(0.0, (now - occurred).total_seconds() * 1000)
-
-
-def backoff_seconds(receive_count: int, base: int, cap: int) -> int:
-    """Visibility before the next try: grows with the receive count, so retries take seconds
-    at first and back off while a dependency stays down."""
-    return min(cap, base * 2 ** max(0, receive_count - 1))
-
-
-def _queue_url(runtime: Runtime, source_arn: str, cache: dict[str, str]) -> str:
-    if source_arn not in cache:
-        *_, account, name = source_arn.split(":")
-        cache[source_arn] = runtime.sqs.get_queue_url(
-            QueueName=name, QueueOwnerAWSAccountId=account
-        )["QueueUrl"]
-    return cache[source_arn]
-
-
-_QUEUE_URLS: dict[str, str] = {}
-
-
-def _per_queue(runtime: Runtime, records: Sequence[SqsRecord]) -> dict[str, list[SqsRecord]]:
-    grouped: dict[str, list[SqsRecord]] = defaultdict(list)
-    for record in records:
-        grouped[_queue_url(runtime, record.source_arn, _QUEUE_URLS)].append(record)
-    return grouped
-
-
-def back_off(runtime: Runtime, records: Sequence[SqsRecord]) -> None:
-    """Shorten the failed records' visibility to their backoff; a failure here only means
-    the retry waits for the queue's own visibility timeout."""
-    settings = runtime.settings
-    try:
-        for url, group in _per_queue(runtime, records).items():
-            for start in range(0, len(group), 10):
-                entries = [
-                    {
-                        "Id": str(n),
-                        "ReceiptHandle": r.receipt_handle,
-                        "VisibilityTimeout": backoff_seconds(
-                            r.receive_count,
-                            settings.backoff_base_seconds,
-                            settings.backoff_max_seconds,
-                        ),
-                    }
-                    for n, r in enumerate(group[start : start + 10])
-                ]
-                runtime.sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
-    except (ClientError, BotoCoreError) as error:
-        logger.warning("could not shorten visibility", extra={"error": type(error).__name__})
-
-
-def delete_acknowledged(runtime: Runtime, records: Sequence[SqsRecord]) -> list[str]:
-    """For mappings without ReportBatchItemFailures: delete successes before failing the
-    batch. Returns the message ids that could not be deleted (they will be redelivered and
-    found to be duplicates)."""
-    undeleted = []
-    for url, group in _per_queue(runtime, records).items():
-        for start in range(0, len(group), 10):
-            chunk = group[start : start + 10]
-            entries = [
-                {"Id": str(n), "ReceiptHandle": r.receipt_handle} for n, r in enumerate(chunk)
-            ]
-            try:
-                response = runtime.sqs.delete_message_batch(QueueUrl=url, Entries=entries)
-                undeleted += [chunk[int(f["Id"])].message_id for f in response.get("Failed", [])]
-            except (ClientError, BotoCoreError):
-                undeleted += [r.message_id for r in chunk]
-    return undeleted
-
-
-def handle_ingest(raw_event: dict[str, Any], context: Any, runtime: Runtime) -> dict[str, Any]:
-    """The `ingest` Lambda: returns batchItemFailures, or raises in "raise" mode."""
-    records = [SqsRecord.from_lambda(raw) for raw in raw_event.get("Records", [])]
-    outcome = IngestBatch(runtime, records, context).run()
-    failed = [r for r in records if r.message_id in outcome.failed]
-    if failed:
-        back_off(runtime, failed)
-    if runtime.settings.batch_failure_mode == "raise" and failed:
-        acknowledged = [r for r in records if r.message_id not in outcome.failed]
-        undeleted = delete_acknowledged(runtime, acknowledged)
-        if undeleted:
-            logger.warning("acknowledged records not deleted", extra={"count": len(undeleted)})
-        raise BatchFailed(f"{len(failed)} of {len(records)} records failed and will be retried")
-    return outcome.lambda_response()

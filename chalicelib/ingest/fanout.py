@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from chalicelib.aws import NON_RETRYABLE_CODES, AwsFailure, error_code, is_retryable
 from chalicelib.model import message_attributes, sns_message_size
 
 MAX_BATCH_ENTRIES = 10
@@ -56,10 +55,13 @@ def fifo_dedup_id(value: str) -> str:
 
 @dataclass
 class PublishResult:
-    """Per message key: published, or the error that kept it from the topic."""
+    """Per message key: published, or the error that kept it from the topic. `refused` holds
+    the failed keys SNS refused for the message itself (a non-retryable code for that entry
+    alone): retrying cannot fix them, they are poison."""
 
     published: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
     requests: int = 0
     seconds: float = 0.0
 
@@ -102,10 +104,15 @@ def _entry(index: int, message: OutboundMessage, fifo: bool) -> dict[str, Any]:
 
 
 def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage]) -> PublishResult:
-    """Publish in order, in batches of up to 10; never overtake a failed message's group."""
+    """Publish in order, in batches of up to 10; never overtake a failed message's group.
+
+    A request refused as a whole for a reason retrying cannot fix (one entry may spoil it)
+    is sent again entry by entry, so the refusal lands on the entry that caused it alone.
+    """
     fifo = topic_arn.endswith(".fifo")
     result = PublishResult()
     blocked_groups: set[str] = set()
+    alone: set[int] = set()  # ids of messages to send in a request of their own
     started = time.perf_counter()
     pending = list(messages)
     while pending:
@@ -117,7 +124,10 @@ def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage
                 sendable.append(message)
         if not sendable:
             break
-        chunk = next_request(sendable, one_per_group=fifo)
+        if id(sendable[0]) in alone:
+            chunk = sendable[:1]
+        else:
+            chunk = next_request([m for m in sendable if id(m) not in alone], one_per_group=fifo)
         taken = {id(message) for message in chunk}
         pending = [message for message in sendable if id(message) not in taken]
         result.requests += 1
@@ -126,10 +136,16 @@ def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage
                 TopicArn=topic_arn,
                 PublishBatchRequestEntries=[_entry(i, m, fifo) for i, m in enumerate(chunk)],
             )
-        except (ClientError, BotoCoreError) as error:
-            code = error.response["Error"]["Code"] if isinstance(error, ClientError) else "Error"
+        except AwsFailure as error:
+            code = error_code(error)
+            if not is_retryable(error) and len(chunk) > 1:
+                alone.update(taken)
+                pending = [*chunk, *pending]
+                continue
             for message in chunk:
                 result.failed[message.key] = code
+                if not is_retryable(error):
+                    result.refused[message.key] = code
                 blocked_groups.add(message.group)
             continue
         failed_ids = {f["Id"]: f.get("Code", "Failed") for f in response.get("Failed", [])}
@@ -141,6 +157,8 @@ def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage
                 result.published.add(message.key)
             else:
                 result.failed[message.key] = code
+                if code in NON_RETRYABLE_CODES:
+                    result.refused[message.key] = code
                 blocked_groups.add(message.group)
     result.seconds = time.perf_counter() - started
     return result

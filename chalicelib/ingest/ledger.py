@@ -56,6 +56,8 @@ def encode_record(record: InteractionRecord, expires_at: int) -> dict[str, Any]:
     if record.hwm.time is not None:
         item["ht"] = {"S": record.hwm.time[0]}
         item["hti"] = {"S": record.hwm.time[1]}
+    if record.hwm.unsequenced:
+        item["hu"] = {"BOOL": True}
     return item
 
 
@@ -72,6 +74,8 @@ def _encode_claim(claim: InflightClaim) -> dict[str, Any]:
         value["s"] = {"N": str(claim.sequence)}
     if claim.order_rank is not None:
         value["k"] = {"N": str(claim.order_rank)}
+    if claim.payload_sha256 is not None:
+        value["f"] = {"S": claim.payload_sha256}
     return {"M": value}
 
 
@@ -81,6 +85,9 @@ def decode_record(interaction_id: str, item: dict[str, Any] | None) -> Interacti
     hwm = HighWaterMark(
         sequence=(int(item["hs"]["N"]), item["hsi"]["S"]) if "hs" in item else None,
         time=(item["ht"]["S"], item["hti"]["S"]) if "ht" in item else None,
+        # Records written before the flag existed: a time mark without a sequence mark was
+        # left by unsequenced events only.
+        unsequenced=item["hu"]["BOOL"] if "hu" in item else ("ht" in item and "hs" not in item),
     )
     inflight = {
         key: _decode_claim(key, value["M"])
@@ -107,6 +114,7 @@ def _decode_claim(key: str, value: dict[str, Any]) -> InflightClaim:
         claimed_at_ms=int(value["c"]["N"]),
         delivered=frozenset(v["S"] for v in value["d"]["L"]),
         order_rank=int(value["k"]["N"]) if "k" in value else None,
+        payload_sha256=value["f"]["S"] if "f" in value else None,
     )
 
 

@@ -138,12 +138,16 @@ def test_high_water_mark_holds_the_greatest_key_of_each_kind(events, data) -> No
     sequenced = [sequence_key(e) for e in events if e.sequence is not None]
     assert mark.sequence == (max(sequenced) if sequenced else None)
     assert mark.time == (max(map(time_key, events)) if events else None)
+    assert mark.unsequenced is any(e.sequence is None for e in events)
 
 
 @given(sent=mixed_events, event=mixed_events.filter(bool).map(lambda es: es[0]))
 def test_an_event_is_late_exactly_when_older_than_the_mark_of_its_kind(sent, event) -> None:
+    """By sequence only while the interaction's events (sent ones and this one) all carry a
+    sequence; as soon as one does not, by time (the mixed-key rule)."""
     mark = fold(HighWaterMark(), sent)
-    if event.sequence is not None and mark.sequence is not None:
+    mixed = event.sequence is None or any(e.sequence is None for e in sent)
+    if not mixed and mark.sequence is not None:
         expected = sequence_key(event) < mark.sequence
     else:
         expected = mark.time is not None and time_key(event) < mark.time
@@ -151,6 +155,45 @@ def test_an_event_is_late_exactly_when_older_than_the_mark_of_its_kind(sent, eve
     if not expected:
         # Sending it makes it the newest: it is not late against itself.
         assert not mark.advance(event).is_late(event)
+
+
+@given(events=mixed_events, data=st.data())
+def test_with_mixed_keys_the_events_not_flagged_late_go_out_in_time_order(events, data) -> None:
+    """Events claimed one by one in any arrival order: once an event without a sequence was
+    sent, every later event that is not flagged late is newer by time than all sent before
+    it, so consumers see an interaction's timely events in time order."""
+    mark = HighWaterMark()
+    sent: list[CanonicalEvent] = []
+    for event in data.draw(st.permutations(events)):
+        timely = not mark.is_late(event)
+        mixed = event.sequence is None or any(e.sequence is None for e in sent)
+        if timely and mixed:
+            assert all(time_key(e) <= time_key(event) for e in sent), (event, sent)
+        mark = mark.advance(event)
+        sent.append(event)
+
+
+def test_a_sequenced_event_older_by_time_than_an_unsequenced_one_sent_is_late() -> None:
+    unsequenced = make_event(1, offset_ms=5_000)
+    sequenced_before = make_event(2, sequence=3, offset_ms=1_000)
+    sequenced_after = make_event(3, sequence=9, offset_ms=2_000)
+    mark = fold(HighWaterMark(), [sequenced_before, unsequenced])
+    # Sequence 9 is above the sequence mark, but 2 s is before the time mark (5 s).
+    assert mark.is_late(sequenced_after)
+
+
+def test_the_ledger_keeps_the_mixed_flag_and_reads_records_written_without_it() -> None:
+    from chalicelib.ingest.ledger import decode_record, encode_record
+
+    mark = fold(HighWaterMark(), [make_event(1, sequence=2), make_event(2, offset_ms=9)])
+    record = InteractionRecord("int-1", version=3, hwm=mark)
+    assert decode_record("int-1", encode_record(record, expires_at=1)).hwm == mark
+    # Written before the flag existed: a time mark and no sequence mark means unsequenced only.
+    legacy = {"pk": {"S": "int-1"}, "v": {"N": "1"}, "lu": {"N": "0"}}
+    legacy |= {"ht": {"S": "2026-11-29T09:00:00.000Z"}, "hti": {"S": "e001"}}
+    assert decode_record("int-1", legacy).hwm.unsequenced
+    with_both = legacy | {"hs": {"N": "4"}, "hsi": {"S": "e001"}}
+    assert not decode_record("int-1", with_both).hwm.unsequenced
 
 
 @given(kind=st.sampled_from(["sequence", "time"]), data=st.data())
@@ -257,8 +300,8 @@ def ledger_states(
     return record, candidates, stored
 
 
-def precedes(first: Any, second: Any) -> bool:
-    if first.sequence is not None and second.sequence is not None:
+def precedes(first: Any, second: Any, mixed: bool = False) -> bool:
+    if not mixed and first.sequence is not None and second.sequence is not None:
         return sequence_key(first) < sequence_key(second)
     return time_key(first) < time_key(second)
 
@@ -286,7 +329,9 @@ def test_plan_decides_every_candidate_once(state) -> None:
     # A holder whose claims are all stored has finished (it skipped its release write).
     holder_busy = any(key not in stored for key in record.inflight)
     if holder_busy and record.leased_by_other(ME, NOW_MS):
-        assert waiting == {c.dedup_key for c in fresh} and plan.wait_reason == "interaction_busy"
+        assert waiting == {c.dedup_key for c in fresh} and set(plan.wait_reasons.values()) == {
+            "interaction_busy"
+        }
         assert plan.claimed is None
         return
     # Publications come in order-key order; a claim is written exactly when something is.
@@ -295,7 +340,7 @@ def test_plan_decides_every_candidate_once(state) -> None:
     )
     assert (plan.claimed is not None) == bool(plan.publications)
     if waiting:
-        assert plan.wait_reason == "older_event_pending"
+        assert set(plan.wait_reasons.values()) == {"older_event_pending"}
 
 
 @settings(max_examples=200)
@@ -351,10 +396,17 @@ def test_only_events_newer_than_a_pending_claim_wait(state) -> None:
         for key, claim in record.inflight.items()
         if key not in stored and key not in in_batch and NOW_MS - claim.claimed_at_ms < STUCK_MS
     ]
+    fresh = [c.event for c in candidates if c.dedup_key not in stored]
+    kept = [
+        claim
+        for key, claim in record.inflight.items()
+        if key not in stored and (key in in_batch or NOW_MS - claim.claimed_at_ms < STUCK_MS)
+    ]
+    mixed = any(e.sequence is None for e in [*fresh, *kept]) or record.hwm.unsequenced
     for candidate in candidates:
         if candidate.dedup_key in stored:
             continue
-        held_back = any(precedes(claim, candidate.event) for claim in pending)
+        held_back = any(precedes(claim, candidate.event, mixed) for claim in pending)
         assert (candidate in plan.waiting) is held_back, (candidate.event, pending)
 
 
@@ -422,7 +474,7 @@ def test_a_busy_lease_holds_every_fresh_event_but_not_duplicates() -> None:
     )
     assert [(c.dedup_key, conflict) for c, conflict in plan.duplicates] == [("e001", False)]
     assert [c.dedup_key for c in plan.waiting] == ["e002"]
-    assert plan.wait_reason == "interaction_busy" and plan.claimed is None
+    assert set(plan.wait_reasons.values()) == {"interaction_busy"} and plan.claimed is None
     # The same lease, expired (its holder crashed), is taken over.
     expired = replace(record, lease_until_ms=NOW_MS)
     taken = plan_interaction(expired, [Candidate(fresh, ("m2",))], {}, terms())
