@@ -22,18 +22,27 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.formats import rfc3339, sha256_hex, utc_now
+from chalicelib.errors import DependencyUnavailable
+from chalicelib.formats import parse_rfc3339, rfc3339, sha256_hex, utc_now
 from chalicelib.ingest.claims import (
+    ArrivalMark,
+    Arrivals,
     Candidate,
     InteractionPlan,
     InteractionRecord,
     LeaseTerms,
     Publication,
+    marks_to_write,
     plan_interaction,
     settle_interaction,
 )
 from chalicelib.ingest.fanout import OutboundMessage, fan_out, publish_ordered
-from chalicelib.ingest.ledger import ClaimRefused, Ledger, LedgerError, encode_record
+from chalicelib.ingest.ledger import (
+    ClaimRefused,
+    Ledger,
+    LedgerView,
+    encode_record,
+)
 from chalicelib.model import (
     QUARANTINE_RAW_LIMIT,
     SNS_MAX_MESSAGE_BYTES,
@@ -105,7 +114,8 @@ class Deadline:
     def exhausted(self) -> bool:
         if self._context is None or not hasattr(self._context, "get_remaining_time_in_millis"):
             return False
-        return self._context.get_remaining_time_in_millis() < self._margin_ms
+        remaining: int = self._context.get_remaining_time_in_millis()
+        return remaining < self._margin_ms
 
 
 def quarantine_message(record: SqsRecord, invalid: InvalidEvent, received_at: str) -> str:
@@ -165,7 +175,7 @@ class IngestBatch:
         quarantine = self.runtime.executor.submit(self._quarantine, invalid)
         try:
             self._deliver(candidates)
-        except LedgerError as error:
+        except DependencyUnavailable as error:
             logger.error("ledger unavailable; records retried", extra={"error": str(error)})
             pending = [r for c in candidates for r in c.record_ids if r not in self.outcome.failed]
             self.outcome.fail([r for r in pending if r not in self.outcome.acknowledged], "ledger")
@@ -254,20 +264,23 @@ class IngestBatch:
         by_interaction: dict[str, list[Candidate]] = defaultdict(list)
         for candidate in candidates:
             by_interaction[candidate.event.interaction_id].append(candidate)
-        records, stored = self.ledger.read(
+        view = self.ledger.read(
             by_interaction, [(c.event.interaction_id, c.dedup_key) for c in candidates]
         )
-        # In-flight claims of earlier attempts may have been stored since (a crash between
-        # storing and releasing): look those few up too.
+        # In-flight claims and arrival marks of earlier attempts may have been stored since (a
+        # crash between storing and releasing, a mark left behind): look those few up too.
         unknown = [
             (interaction_id, key)
-            for interaction_id, record in records.items()
-            for key in record.inflight
-            if (interaction_id, key) not in stored
+            for interaction_id in by_interaction
+            for key in [
+                *view.records.get(interaction_id, InteractionRecord(interaction_id)).inflight,
+                *view.arrivals.get(interaction_id, Arrivals()).marks,
+            ]
+            if (interaction_id, key) not in view.stored
             and key not in {c.dedup_key for c in by_interaction[interaction_id]}
         ]
         if unknown:
-            stored.update(self.ledger.read((), unknown)[1])
+            view.stored.update(self.ledger.read((), unknown).stored)
         terms = LeaseTerms(
             owner=self.owner,
             now_ms=int(self.now.timestamp() * 1000),
@@ -277,16 +290,60 @@ class IngestBatch:
         )
         plans = []
         for interaction_id, group in by_interaction.items():
-            record = records.get(interaction_id) or InteractionRecord(interaction_id)
-            mine = {k: v for (i, k), v in stored.items() if i == interaction_id}
-            plans.append((record, plan_interaction(record, group, mine, terms)))
-        claimed = self._claim(plans)
-        self._publish_and_settle(claimed)
+            record = view.records.get(interaction_id) or InteractionRecord(interaction_id)
+            arrivals = view.arrivals.get(interaction_id, Arrivals())
+            mine = {k: v for (i, k), v in view.stored.items() if i == interaction_id}
+            plans.append((record, plan_interaction(record, group, mine, terms, arrivals)))
+        claimed, bounced = self._claim(plans)
+        marking = self.runtime.executor.submit(self._mark_arrivals, view, claimed, bounced, terms)
+        refused = self._publish_and_settle(claimed)
+        written = marking.result()
+        # A refused (poison) event leaves the flight for good: its mark must not hold the
+        # newer events back either.
+        for interaction_id, keys in refused.items():
+            marked = written.get(interaction_id) or view.arrivals.get(interaction_id)
+            if marked is None or not keys & set(marked.marks):
+                continue
+            kept = {k: m for k, m in marked.marks.items() if k not in keys}
+            self._write_marks(interaction_id, marked, kept)
+
+    def _mark_arrivals(
+        self,
+        view: LedgerView,
+        claimed: list[InteractionPlan],
+        bounced: dict[str, list[Candidate]],
+        terms: LeaseTerms,
+    ) -> dict[str, Arrivals]:
+        """Records that could not be claimed now keep their place: one conditional write per
+        interaction with a new mark (none for a record marked before). Best effort: without
+        its mark a record is no worse off than before marks existed. Returns the marks written,
+        per interaction."""
+        claimed_keys = {p.candidate.dedup_key for plan in claimed for p in plan.publications}
+        written: dict[str, Arrivals] = {}
+        for interaction_id, candidates in bounced.items():
+            arrivals = view.arrivals.get(interaction_id, Arrivals())
+            marks = marks_to_write(arrivals, candidates, claimed_keys, terms.now_ms, terms.stuck_ms)
+            if marks is not None and self._write_marks(interaction_id, arrivals, marks):
+                written[interaction_id] = Arrivals(arrivals.version + 1, marks)
+        return written
+
+    def _write_marks(
+        self, interaction_id: str, read: Arrivals, marks: dict[str, ArrivalMark]
+    ) -> bool:
+        self.metrics.count("ArrivalWrites")
+        try:
+            return self.ledger.mark_arrivals(interaction_id, read, marks, self.record_expires_at)
+        except DependencyUnavailable as error:
+            logger.warning("arrival marks not written", extra={"error": str(error)})
+            return False
 
     def _claim(
         self, plans: list[tuple[InteractionRecord, InteractionPlan]]
-    ) -> list[InteractionPlan]:
-        for _, plan in plans:
+    ) -> tuple[list[InteractionPlan], dict[str, list[Candidate]]]:
+        """Claim what the plans publish; returns the claimed plans and, per interaction, the
+        fresh candidates that could not be claimed now (they keep their place)."""
+        bounced: dict[str, list[Candidate]] = defaultdict(list)
+        for record, plan in plans:
             for candidate, conflict in plan.duplicates:
                 self._ack_all(candidate, "duplicate")
                 if conflict:
@@ -295,36 +352,42 @@ class IngestBatch:
             if plan.waiting:
                 for candidate in plan.waiting:
                     self.outcome.fail(candidate.record_ids, plan.wait_reason(candidate))
+                    if candidate.dedup_key not in record.inflight:
+                        bounced[plan.interaction_id].append(candidate)
                 self.metrics.count("Waiting", len(plan.waiting))
             for key in plan.abandoned:
                 logger.warning(
                     "stuck claim no longer blocks its interaction",
                     extra={"interaction_id": plan.interaction_id, "dedup_key": key},
                 )
-        to_claim = [(record, plan) for record, plan in plans if plan.claimed is not None]
-        if to_claim and self._out_of_time([p for _, plan in to_claim for p in plan.publications]):
-            return []
+        to_claim = [
+            (record, plan, plan.claimed) for record, plan in plans if plan.claimed is not None
+        ]
+        if to_claim and self._out_of_time(
+            [p for _, plan, _ in to_claim for p in plan.publications]
+        ):
+            return [], bounced
         expires_at = self.record_expires_at
         futures = [
-            self.runtime.executor.submit(
-                self.ledger.claim, record.version, plan.claimed, expires_at
-            )
-            for record, plan in to_claim
+            self.runtime.executor.submit(self.ledger.claim, record.version, claim, expires_at)
+            for record, _, claim in to_claim
         ]
         claimed = []
-        for (_, plan), future in zip(to_claim, futures, strict=True):
+        for (record, plan, _), future in zip(to_claim, futures, strict=True):
             try:
                 refused = future.result()
-            except LedgerError as error:
+            except DependencyUnavailable as error:
                 refused = ClaimRefused(plan.interaction_id, None)
                 logger.warning("claim failed", extra={"error": str(error)})
             if isinstance(refused, ClaimRefused):
                 for publication in plan.publications:
                     self.outcome.fail(publication.candidate.record_ids, "claim_refused")
+                    if publication.candidate.dedup_key not in record.inflight:
+                        bounced[plan.interaction_id].append(publication.candidate)
                 self.metrics.count("ClaimRefused")
                 continue
             claimed.append(plan)
-        return claimed
+        return claimed, bounced
 
     def _out_of_time(self, publications: Sequence[Publication]) -> bool:
         """Checked before each stage that starts work: past the margin, a real Lambda would be
@@ -335,14 +398,15 @@ class IngestBatch:
             self.outcome.fail(publication.candidate.record_ids, "deadline")
         return True
 
-    def _publish_and_settle(self, plans: list[InteractionPlan]) -> None:
+    def _publish_and_settle(self, plans: list[InteractionPlan]) -> dict[str, set[str]]:
+        """Publish, then settle; returns the dedup keys refused for good, per interaction."""
         if not plans:
-            return
+            return {}
         publications: list[Publication] = [p for plan in plans for p in plan.publications]
         # Claimed but not published: the claims stay in flight (nothing reached a consumer)
         # and the next attempt takes them over once the lease ends.
         if self._out_of_time(publications):
-            return
+            return {}
         messages = {
             str(n): OutboundMessage.from_message(str(n), publication_message(p), p.claim.event_id)
             for n, p in enumerate(publications)
@@ -385,6 +449,7 @@ class IngestBatch:
                     extra={"consumer": consumer, "codes": sorted(set(result.failed.values()))},
                 )
         self._settle(plans, reached, refused)
+        return {interaction_id: set(keys) for interaction_id, keys in refused.items() if keys}
 
     def _settle(
         self,
@@ -394,7 +459,9 @@ class IngestBatch:
     ) -> None:
         writes: list[tuple[str, dict[str, Any]]] = []
         stored: list[tuple[dict[str, Any], str]] = []  # (message, dedup key) for the index
-        done, pending, poison = [], [], []
+        done: list[Publication] = []
+        pending: list[Publication] = []
+        poison: list[tuple[Publication, str]] = []
         names = self.settings.names
         expires_at = self.record_expires_at
         for plan in plans:
@@ -492,5 +559,5 @@ def _ids(event: CanonicalEvent) -> dict[str, str]:
 
 
 def _age_ms(occurred_at: str, now: datetime) -> float:
-    occurred = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
+    occurred = parse_rfc3339(occurred_at)
     return max(0.0, (now - occurred).total_seconds() * 1000)

@@ -66,6 +66,39 @@ class InflightClaim:
 
 
 @dataclass(frozen=True)
+class ArrivalMark:
+    """An event that reached the relay but could not be claimed at once (lease busy, claim
+    refused, an older event pending): it keeps its place, so newer events wait for it as for
+    an in-flight claim. Taken without the lease, in an item of its own (ledger.py)."""
+
+    dedup_key: str
+    event_id: str
+    sequence: int | None
+    occurred_at: str
+    marked_at_ms: int
+    order_rank: int | None = None
+
+    @classmethod
+    def of(cls, event: CanonicalEvent, now_ms: int) -> ArrivalMark:
+        return cls(
+            event.dedup_key,
+            event.event_id,
+            event.sequence,
+            event.occurred_at,
+            now_ms,
+            event.order_rank,
+        )
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """One interaction's arrival marks, and the version they were read at."""
+
+    version: int = 0  # 0: no item yet
+    marks: Mapping[str, ArrivalMark] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class InteractionRecord:
     interaction_id: str
     version: int = 0  # 0: no record yet
@@ -104,7 +137,7 @@ class InteractionPlan:
 
     publications: tuple[Publication, ...] = ()  # in order-key order
     claimed: InteractionRecord | None = None  # the record to write to claim them
-    abandoned: tuple[str, ...] = ()  # stuck claims no longer blocking (dedup keys)
+    abandoned: tuple[str, ...] = ()  # stuck claims no longer blocking (kept, to be resumed)
 
 
 @dataclass(frozen=True)
@@ -121,10 +154,12 @@ def plan_interaction(
     candidates: Sequence[Candidate],
     stored: Mapping[str, str],
     terms: LeaseTerms,
+    arrivals: Arrivals = Arrivals(),
 ) -> InteractionPlan:
     """Decide what happens to one interaction's candidates.
 
-    `stored` maps dedup keys already delivered (events table) to their payload fingerprint.
+    `stored` maps dedup keys already delivered (events table) to their payload fingerprint;
+    `arrivals` holds the events that reached the relay earlier and could not be claimed.
     """
     duplicates = tuple(
         (c, stored[c.dedup_key] != c.event.payload_sha256)
@@ -159,22 +194,42 @@ def plan_interaction(
     in_batch = {c.dedup_key for c in fresh}
     inflight: dict[str, InflightClaim] = {}
     abandoned: list[str] = []
-    pending: list[InflightClaim] = []  # claimed earlier, not in this batch, not at every consumer
+    # Claimed earlier (or arrived earlier), not in this batch, not at every consumer.
+    pending: list[InflightClaim | ArrivalMark] = []
     for key, claim in record.inflight.items():
         if key in stored:
             continue  # delivered; the crash came after storing it, before the record
+        # Every unfinished claim stays in the record, a stuck one too: it no longer holds its
+        # interaction back, but a later copy of its event (a re-drive) resumes it, so the
+        # consumers that had it do not get it again and its `late` stays as decided.
+        inflight[key] = claim
         if key in in_batch:
-            inflight[key] = claim
-        elif terms.now_ms - claim.claimed_at_ms >= terms.stuck_ms:
+            continue
+        if terms.now_ms - claim.claimed_at_ms >= terms.stuck_ms:
             abandoned.append(key)
         else:
-            inflight[key] = claim
             pending.append(claim)
+    # An event that arrived earlier and waits for its turn holds its place like a pending one
+    # (FIFO-like: it was received before the newer ones). Not once it is claimed or stored,
+    # nor once stuck (its record is in the DLQ by then).
+    pending += [
+        mark
+        for key, mark in arrivals.marks.items()
+        if key not in stored
+        and key not in in_batch
+        and key not in record.inflight
+        and terms.now_ms - mark.marked_at_ms < terms.stuck_ms
+    ]
     # A pending event holds back the newer ones (they would overtake it) and nothing else: an
     # older fresh event is late anyway, and an older claimed one is due before it. Holding
     # back more would deadlock two pending events whose records SQS returns in separate batches.
     # Mixed keys (some event of the interaction without a sequence, sent or not): by time.
-    mixed = record.hwm.unsequenced or by_time(c.event for c in fresh) or by_time(inflight.values())
+    mixed = (
+        record.hwm.unsequenced
+        or by_time(c.event for c in fresh)
+        or by_time(inflight.values())
+        or by_time(pending)
+    )
     waiting = tuple(c for c in fresh if any(precedes(p, c.event, mixed=mixed) for p in pending))
     ready = [c for c in fresh if c not in waiting]
     plan = plan.wait(waiting, "older_event_pending")
@@ -212,6 +267,31 @@ def plan_interaction(
     return replace(
         plan, publications=tuple(publications), claimed=claimed, abandoned=tuple(abandoned)
     )
+
+
+def marks_to_write(
+    arrivals: Arrivals,
+    bounced: Sequence[Candidate],
+    claimed: Collection[str],
+    now_ms: int,
+    stuck_ms: int,
+) -> dict[str, ArrivalMark] | None:
+    """The interaction's arrival marks after this batch, or None when they need no write.
+
+    `bounced` could not be claimed now: each gets a mark, unless it has one (the place it
+    holds is the first one's). `claimed` keys were claimed now: their marks go (an in-flight
+    claim holds their place from here). Stuck marks go too. Only new marks make a write;
+    dropping old ones rides along with one (a lingering mark of a claimed key is ignored).
+    """
+    new = {c.dedup_key: c for c in bounced if c.dedup_key not in arrivals.marks}
+    if not new:
+        return None
+    kept = {
+        key: mark
+        for key, mark in arrivals.marks.items()
+        if key not in claimed and now_ms - mark.marked_at_ms < stuck_ms
+    }
+    return kept | {key: ArrivalMark.of(c.event, now_ms) for key, c in new.items()}
 
 
 @dataclass(frozen=True)

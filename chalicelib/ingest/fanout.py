@@ -152,13 +152,13 @@ def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage
         # A per-entry failure inside one request cannot be undone for the entries SNS
         # accepted; FIFO requests hold one entry per interaction, so none overtakes it there.
         for index, message in enumerate(chunk):
-            code = failed_ids.get(str(index))
-            if code is None:
+            entry_code = failed_ids.get(str(index))
+            if entry_code is None:
                 result.published.add(message.key)
             else:
-                result.failed[message.key] = code
-                if code in NON_RETRYABLE_CODES:
-                    result.refused[message.key] = code
+                result.failed[message.key] = entry_code
+                if entry_code in NON_RETRYABLE_CODES:
+                    result.refused[message.key] = entry_code
                 blocked_groups.add(message.group)
     result.seconds = time.perf_counter() - started
     return result

@@ -519,6 +519,52 @@ def test_a_conflicting_resend_while_the_first_copy_is_in_flight_never_takes_over
     ]
 
 
+def test_a_record_bounced_by_a_busy_interaction_keeps_its_place(stage: Stage) -> None:
+    """FIFO-like order: sequence 2 arrives while another invocation holds the interaction
+    (simulated: its record is written here as that holder left it, mid-publish of sequence
+    1), so it cannot be claimed. Sequence 3 arrives after the holder finished; it waits for 2
+    instead of overtaking it, and 2 is delivered on time, not `late`."""
+    from chalicelib.ingest.claims import InflightClaim, InteractionRecord
+    from chalicelib.ingest.ledger import encode_record
+    from chalicelib.ingest.ordering import HighWaterMark
+
+    first, second, third = (event("int-fifo", n) for n in (1, 2, 3))
+    settings = stage.runtime.settings
+    canonical = validate_record(json.dumps(first), settings)
+    now_ms = int(time.time() * 1000)
+    claim = InflightClaim(
+        dedup_key=canonical.dedup_key,
+        event_id=canonical.event_id,
+        sequence=1,
+        occurred_at=canonical.occurred_at,
+        late=False,
+        received_at=canonical.occurred_at,
+        claimed_at_ms=now_ms,
+    )
+    holder = InteractionRecord(
+        "int-fifo",
+        version=1,
+        lease_owner="another-invocation",
+        lease_until_ms=now_ms + 60_000,
+        hwm=HighWaterMark().advance(canonical),
+        inflight={claim.dedup_key: claim},
+    )
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    dynamodb.put_item(TableName=settings.names.ledger_table, Item=encode_record(holder, 0))
+
+    assert len(stage.invoke_bodies([second])["batchItemFailures"]) == 1  # busy: retried
+    # The holder delivered sequence 1 and released the interaction.
+    released = replace(holder, version=2, lease_owner=None, lease_until_ms=0, inflight={})
+    dynamodb.put_item(TableName=settings.names.ledger_table, Item=encode_record(released, 0))
+    assert len(stage.invoke_bodies([third])["batchItemFailures"]) == 1  # waits for 2
+    assert stage.invoke_bodies([second]) == {"batchItemFailures": []}
+    assert stage.invoke_bodies([third]) == {"batchItemFailures": []}
+
+    for consumer in stage.consumer_queues:
+        received = [(d.body["sequence"], d.body["late"]) for d in stage.deliveries(consumer)]
+        assert received == [(2, False), (3, False)], consumer
+
+
 def test_interaction_records_outlive_every_record_that_can_come_back(stage: Stage) -> None:
     """A record may wait out the DLQ's retention and then, re-driven, the ingest queue's: its
     interaction's high-water mark must still be there (or it goes out `late: false`)."""

@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from chalicelib.aws import BATCH_ATTEMPTS
 from chalicelib.ingest import batch as pipeline
-from chalicelib.ingest.ledger import MAX_ATTEMPTS
 from chalicelib.runtime import Runtime
 from chalicelib.stack import stack_spec
 from chalicelib.telemetry import TALLY
@@ -93,7 +93,7 @@ class RandomFaults(Faults):
         thread = threading.current_thread().name
         with self.lock:
             draw = self.rng.random()
-        if self.write_streak[thread] >= MAX_ATTEMPTS - 2 or draw >= 2 * FAULT_RATE:
+        if self.write_streak[thread] >= BATCH_ATTEMPTS - 2 or draw >= 2 * FAULT_RATE:
             self.write_streak[thread] = 0
             return None
         self.write_streak[thread] += 1

@@ -19,12 +19,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from chalicelib.formats import rfc3339
 from chalicelib.ingest.claims import (
+    ArrivalMark,
+    Arrivals,
     Candidate,
     InflightClaim,
     InteractionPlan,
     InteractionRecord,
     LeaseTerms,
     Publication,
+    marks_to_write,
     plan_interaction,
     settle_interaction,
 )
@@ -368,15 +371,15 @@ def test_a_claim_takes_the_lease_and_keeps_what_earlier_claims_decided(state) ->
         assert claimed.inflight[publication.candidate.dedup_key] == publication.claim
     assert claimed.hwm == fold(record.hwm, [p.candidate.event for p in new_claims])
 
-    # Stored keys leave the record; stuck claims (not in the batch) are abandoned; the other
-    # claims of earlier batches stay in flight, unchanged.
+    # Stored keys leave the record; stuck claims (not in the batch) no longer block but stay,
+    # unchanged, to be resumed; the other claims of earlier batches stay in flight, unchanged.
     in_batch = {c.dedup_key for c in candidates}
     for key, claim in record.inflight.items():
         stuck = NOW_MS - claim.claimed_at_ms >= STUCK_MS
         if key in stored:
             assert key not in claimed.inflight
         elif key not in in_batch and stuck:
-            assert key in plan.abandoned and key not in claimed.inflight
+            assert key in plan.abandoned and claimed.inflight[key] == claim
         else:
             assert key not in plan.abandoned
             if key not in {p.candidate.dedup_key for p in plan.publications}:
@@ -656,3 +659,109 @@ TestOneInteraction.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+# --------------------------------------------------------------------------- arrival marks
+
+
+def arrivals_of(*events: CanonicalEvent, marked_at_ms: int = NOW_MS - 1_000) -> Arrivals:
+    return Arrivals(1, {e.dedup_key: ArrivalMark.of(e, marked_at_ms) for e in events})
+
+
+@given(events=interaction_events(min_size=2), data=st.data())
+def test_an_event_newer_than_one_that_arrived_earlier_waits_for_it(events, data) -> None:
+    """An arrival mark holds its event's place as an in-flight claim does: newer events wait,
+    older ones go; a mark stops counting once its event is in the batch, stored or stuck."""
+    marked = data.draw(st.sampled_from(events))
+    others = [e for e in events if e is not marked]
+    candidates = [Candidate(e, (f"m-{e.event_id}",)) for e in others]
+    plan = plan_interaction(
+        InteractionRecord("int-1"), candidates, {}, terms(), arrivals_of(marked)
+    )
+    for candidate in candidates:
+        assert (candidate in plan.waiting) is precedes(marked, candidate.event)
+        if candidate in plan.waiting:
+            assert plan.wait_reason(candidate) == "older_event_pending"
+
+    with_it = [*candidates, Candidate(marked, ("m-marked",))]
+    in_batch = plan_interaction(
+        InteractionRecord("int-1"), with_it, {}, terms(), arrivals_of(marked)
+    )
+    assert not in_batch.waiting
+    stored = {marked.dedup_key: marked.payload_sha256}
+    done = plan_interaction(
+        InteractionRecord("int-1"), candidates, stored, terms(), arrivals_of(marked)
+    )
+    assert not done.waiting
+    stuck = arrivals_of(marked, marked_at_ms=NOW_MS - STUCK_MS)
+    assert not plan_interaction(InteractionRecord("int-1"), candidates, {}, terms(), stuck).waiting
+
+
+def test_marks_are_written_once_per_bounced_event_and_drop_claimed_and_stuck_ones() -> None:
+    first, second, third, fourth = (make_event(n, sequence=n) for n in range(1, 5))
+    arrivals = Arrivals(
+        3,
+        {
+            first.dedup_key: ArrivalMark.of(first, NOW_MS - 1_000),
+            second.dedup_key: ArrivalMark.of(second, NOW_MS - STUCK_MS),
+        },
+    )
+    bounce = [Candidate(e, (f"m-{e.event_id}",)) for e in (first, fourth)]
+    marks = marks_to_write(arrivals, bounce, {third.dedup_key}, NOW_MS, STUCK_MS)
+    assert marks is not None
+    # The first keeps its first mark; the stuck one goes; the fourth gets one.
+    assert marks == {
+        first.dedup_key: arrivals.marks[first.dedup_key],
+        fourth.dedup_key: ArrivalMark.of(fourth, NOW_MS),
+    }
+    # A record marked before costs no write.
+    assert marks_to_write(arrivals, bounce[:1], (), NOW_MS, STUCK_MS) is None
+    # Claimed now: its mark rides out with the next write.
+    again = marks_to_write(
+        Arrivals(4, marks),
+        [*bounce[1:], Candidate(third, ("m3",))],
+        {first.dedup_key},
+        NOW_MS,
+        STUCK_MS,
+    )
+    assert again is not None and first.dedup_key not in again
+
+
+def test_arrival_marks_survive_the_ledger_encoding() -> None:
+    from chalicelib.ingest.ledger import decode_arrivals, encode_arrivals
+
+    arrivals = Arrivals(
+        2,
+        {
+            "e001": ArrivalMark.of(make_event(1, sequence=4), NOW_MS),
+            "e002": ArrivalMark.of(make_event(2, offset_ms=7), NOW_MS),
+        },
+    )
+    assert decode_arrivals(encode_arrivals("int-1", 2, arrivals.marks, expires_at=1)) == arrivals
+
+
+def test_a_stuck_claim_is_resumed_by_a_later_copy_not_claimed_again() -> None:
+    """A claim older than the stuck age stops holding its interaction back; when its event
+    comes back later (re-driven from the DLQ), it goes only to the consumers that miss it,
+    with the `late` and event id decided at the first claim."""
+    stuck_event, newer = make_event(1, sequence=1), make_event(2, sequence=2)
+    claim = InflightClaim(
+        dedup_key=stuck_event.dedup_key,
+        event_id="first-copy",
+        sequence=1,
+        occurred_at=stuck_event.occurred_at,
+        late=True,
+        received_at="2026-11-29T09:00:00.000Z",
+        claimed_at_ms=NOW_MS - STUCK_MS,
+        delivered=frozenset({"analytics-sink"}),
+    )
+    record = InteractionRecord("int-1", version=4, inflight={claim.dedup_key: claim})
+
+    unblocked = plan_interaction(record, [Candidate(newer, ("m2",))], {}, terms())
+    assert not unblocked.waiting and unblocked.abandoned == (claim.dedup_key,)
+    assert unblocked.claimed is not None
+    assert unblocked.claimed.inflight[claim.dedup_key] == claim
+
+    resumed = plan_interaction(unblocked.claimed, [Candidate(stuck_event, ("m1",))], {}, terms())
+    (publication,) = resumed.publications
+    assert publication.claim == claim  # delivered, late and event id as first decided

@@ -45,12 +45,10 @@ from botocore.exceptions import BotoCoreError, EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.aws import QUEUE_URLS
+from chalicelib.aws import BATCH_ATTEMPTS, QUEUE_URLS
 from chalicelib.config import load_settings
 from chalicelib.ingest import batch as pipeline_module
-from chalicelib.ingest import ledger as ledger_module
 from chalicelib.ingest.handler import handle_ingest
-from chalicelib.ingest.ledger import MAX_ATTEMPTS
 from chalicelib.stack import stack_spec
 from chalicelib.store.layout import event_key
 from chalicelib.telemetry import Tally
@@ -324,9 +322,9 @@ class ChaosFaults(Faults):
             raise self.rng.choice([throttling, internal_error, connection_lost])(call.operation)
 
     def _write_fault(self, invocation: Invocation) -> None:
-        """The ledger gives up on a settle after MAX_ATTEMPTS failed tries in a row."""
+        """The ledger gives up on a settle after BATCH_ATTEMPTS failed tries in a row."""
         invocation.write_fault_streak += 1
-        if invocation.write_fault_streak >= MAX_ATTEMPTS:
+        if invocation.write_fault_streak >= BATCH_ATTEMPTS:
             invocation.settle_failed = True
 
     def after(self, call: Call) -> None:
@@ -406,7 +404,7 @@ class Run:
 def patched(clock: FakeClock, tally: Tally) -> Iterator[None]:
     with (
         mock.patch("chalicelib.ingest.batch.utc_now", clock.now),
-        mock.patch.object(ledger_module, "_backoff", lambda attempt: None),
+        mock.patch("chalicelib.aws._sleep_before_retry", lambda attempt: None),
         mock.patch("chalicelib.telemetry.TALLY", tally),
         # This queue model has no DLQ: records retry until they succeed, however long that
         # takes, so a claim must never be given up as stuck (what a DLQ'd record's becomes).
