@@ -38,7 +38,7 @@ class OutboundMessage:
             group=message["interaction_id"],
             body=json.dumps(message, separators=(",", ":"), ensure_ascii=False),
             attributes=message_attributes(message),
-            dedup_id=fifo_dedup_id(dedup_id),
+            dedup_id=fifo_id(dedup_id),
         )
 
     @property
@@ -46,9 +46,16 @@ class OutboundMessage:
         return sns_message_size(self.body, self.attributes)
 
 
-def fifo_dedup_id(value: str) -> str:
-    """SNS allows 128 characters of [A-Za-z0-9_-!…]; longer or odd ids are hashed."""
-    if len(value) <= 128 and all(c.isalnum() or c in "-_.:" for c in value):
+FIFO_ID_MAX_CHARS = 128
+# What SNS accepts in a FIFO MessageGroupId or MessageDeduplicationId: ASCII letters, digits
+# and punctuation (`str.isalnum` would let other scripts' letters through, which SNS refuses).
+FIFO_ID_CHARS = frozenset(chr(code) for code in range(33, 127))
+
+
+def fifo_id(value: str) -> str:
+    """`value` as a FIFO group or dedup id: as it is when SNS accepts it, else its SHA-256
+    (the same value always maps to the same id, so grouping and dedup are kept)."""
+    if 0 < len(value) <= FIFO_ID_MAX_CHARS and set(value) <= FIFO_ID_CHARS:
         return value
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -98,7 +105,7 @@ def _entry(index: int, message: OutboundMessage, fifo: bool) -> dict[str, Any]:
         "MessageAttributes": message.attributes,
     }
     if fifo:
-        entry["MessageGroupId"] = message.group
+        entry["MessageGroupId"] = fifo_id(message.group)
         entry["MessageDeduplicationId"] = message.dedup_id
     return entry
 

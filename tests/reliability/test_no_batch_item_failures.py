@@ -35,11 +35,12 @@ from tests.support.reliability import (
     unique,
 )
 
-# Short enough for a test, in the proportions of a deployment: a live invocation (at most the
-# poller's timeout) keeps its lease, a crashed one's records come back after its lease ended
-# (the queue's visibility timeout), and a record waiting on that lease has more receives
-# (backoff 1, 2, 3, 3 … s) than the lease lasts before the redrive policy takes it.
-LEASE_SECONDS = 12
+# Short enough for a test, in the proportions of a deployment: a live invocation (its
+# deadline is the poller's timeout; three times that on a loaded machine) keeps its lease, a
+# crashed one's records come back after its lease ended (the queue's visibility timeout), and
+# a record waiting on that lease has more receives (backoff 1, 2, 4, 4 … s: 43 s for 12) than
+# the lease lasts before the redrive policy takes it.
+LEASE_SECONDS = 30
 INVOCATION_TIMEOUT_SECONDS = 10
 VISIBILITY_SECONDS = LEASE_SECONDS + 1
 
@@ -50,7 +51,7 @@ def no_rbif_runtime(aws_endpoint: str) -> Iterator[Runtime]:
     with provisioned_stage(
         RELAY_LEASE_SECONDS=str(LEASE_SECONDS),
         RELAY_BACKOFF_BASE_SECONDS="1",
-        RELAY_BACKOFF_MAX_SECONDS="3",
+        RELAY_BACKOFF_MAX_SECONDS="4",
     ) as runtime:
         yield runtime
 
@@ -181,7 +182,7 @@ def test_three_concurrent_invocations_without_rbif_under_faults_and_crashes_lose
     stage.send(bodies)
 
     poller = no_rbif_poller(stage, invoke, concurrency=3)
-    run_until_drained(stage, poller, limit_seconds=240)
+    run_until_drained(stage, poller, limit_seconds=600)
 
     stats = poller.stats.as_dict()
     deliveries = stage.deliveries()
@@ -224,7 +225,7 @@ def test_a_failed_record_on_a_mapping_without_rbif_comes_back_and_is_delivered(
     events = [*lifecycle(fine, 2), *lifecycle(doomed, 1)]
     stage.send(events)
     poller = no_rbif_poller(stage, ingest_handler(), concurrency=1)
-    run_until_drained(stage, poller, limit_seconds=60)
+    run_until_drained(stage, poller, limit_seconds=120)
 
     stats = poller.stats.as_dict()
     assert stats["failed_batches"] >= 1

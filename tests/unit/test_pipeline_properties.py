@@ -48,6 +48,7 @@ from hypothesis import strategies as st
 from chalicelib.aws import BATCH_ATTEMPTS, QUEUE_URLS
 from chalicelib.config import load_settings
 from chalicelib.ingest import batch as pipeline_module
+from chalicelib.ingest.fanout import fifo_id
 from chalicelib.ingest.handler import handle_ingest
 from chalicelib.stack import stack_spec
 from chalicelib.store.layout import event_key
@@ -756,3 +757,17 @@ def test_a_claim_is_not_given_up_while_its_record_may_still_be_retried(stage: st
     (ingest,) = [q for q in stack_spec(settings).queues if q.name == settings.names.ingest_queue]
     longest_life_ms = ingest.max_receive_count * ingest.visibility_timeout * 1000
     assert pipeline_module.stuck_claim_ms(stage) >= longest_life_ms
+
+
+@given(value=st.text(min_size=1, max_size=200))
+def test_fifo_group_and_dedup_ids_are_what_sns_accepts(value: str) -> None:
+    """SNS takes 1-128 ASCII letters, digits and punctuation in a FIFO MessageGroupId or
+    MessageDeduplicationId; anything else (an interaction id in another script, `str.isalnum`
+    letters) is hashed, the same way every time, so grouping and dedup hold."""
+    fifo = fifo_id(value)
+    assert 1 <= len(fifo) <= 128
+    assert all(33 <= ord(c) <= 126 for c in fifo)
+    assert fifo == fifo_id(value)
+    if len(value) <= 128 and all(33 <= ord(c) <= 126 for c in value):
+        assert fifo == value
+    assert fifo_id("ß-Gespräch-1") != fifo_id("ß-Gespräch-2")
