@@ -2,8 +2,10 @@
 
     validate -> quarantine invalid | collapse in-batch duplicates -> read ledger (one call)
     -> plan per interaction (claims.py, pure) -> claim (one conditional write each)
-    -> publish to every consumer topic (concurrently) -> store + release (one batch write)
-    -> acknowledge, or report failures with a growing visibility backoff
+    -> mark arrivals of what could not be claimed (alongside the publish)
+    -> publish to every consumer topic (concurrently) -> store + release (ledger.settle)
+    -> quarantine what a topic refused for good
+    -> acknowledge, or fail (handler.py backs failures off and answers Lambda)
 
 A record is acknowledged only when its event reached every consumer, was quarantined, or
 is a confirmed duplicate of a delivered event. Anything else is a batch item failure.

@@ -7,7 +7,8 @@ Record lifecycle of an event (the idea of Powertools' idempotency records, per i
 
 The interaction record (ledger.py persists it) holds the lease, the high-water mark and the
 in-flight claims; one conditional write of it claims all of a batch's events of that
-interaction and takes the lease at once.
+interaction and takes the lease at once. An event that could not be claimed at once leaves an
+arrival mark (in an item of its own, written without the lease) so newer events wait for it.
 """
 
 from __future__ import annotations
