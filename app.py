@@ -8,7 +8,7 @@ the API never loads the pipeline).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, CloudWatchEvent, Rate, SQSEvent
 
@@ -18,6 +18,9 @@ from chalicelib.console.blueprint import console_api
 from chalicelib.push.blueprint import push_api
 from chalicelib.timing import EVENT_SOURCES
 from chalicelib.tracing import traced
+
+if TYPE_CHECKING:  # the handlers' modules load on first call
+    from chalicelib.model import SqsBatchResponse
 
 # Fail at cold start, naming the variable, rather than on the first event.
 load_settings()
@@ -39,8 +42,8 @@ app.register_blueprint(console_api)
     name="ingest",
 )
 @traced
-def ingest(event: SQSEvent) -> dict[str, Any]:
-    from chalicelib.ingest.batch import handle_ingest
+def ingest(event: SQSEvent) -> SqsBatchResponse:
+    from chalicelib.ingest.handler import handle_ingest
     from chalicelib.runtime import get_runtime
 
     return handle_ingest(event.to_dict(), event.context, get_runtime())

@@ -122,6 +122,8 @@ def relay_settings(stage: str) -> Settings:
             "AWS_REGION": REGION,
             "RELAY_BACKOFF_BASE_SECONDS": "0",
             "RELAY_BACKOFF_MAX_SECONDS": "0",
+            # The harness's mapping honours batchItemFailures (ReportBatchItemFailures on).
+            "RELAY_BATCH_FAILURE_MODE": "report",
         }
     )
 

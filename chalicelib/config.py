@@ -87,7 +87,9 @@ class Settings:
     event_source: str
     consumers: tuple[str, ...]
     names: ResourceNames
-    batch_failure_mode: BatchFailureMode = "report"
+    # "raise": delete successes, raise when any failed (safe on any mapping, see
+    # chalicelib/ingest/handler.py); "report": batchItemFailures, only where RBIF is verified.
+    batch_failure_mode: BatchFailureMode = "raise"
     dedup_retention_days: int = 7
     store_retention_days: int = 30
     allowed_stages: tuple[str, ...] = DEFAULT_STAGES
@@ -209,7 +211,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             )
     if len(set(consumers)) != len(consumers):
         raise ConfigError(f"CONSUMERS lists a consumer twice: {','.join(consumers)}")
-    mode = _batch_failure_mode(env.get("RELAY_BATCH_FAILURE_MODE", "report"))
+    mode = _batch_failure_mode(env.get("RELAY_BATCH_FAILURE_MODE", "raise"))
     genesys = _flag(env, "RELAY_GENESYS_ENABLED")
     connect = _flag(env, "RELAY_CONNECT_ENABLED")
     connect_bus = env.get("RELAY_CONNECT_EVENT_BUS") or DEFAULT_EVENT_BUS

@@ -66,6 +66,12 @@ VISIBILITY_FACTOR = 6
 # retry backs off (2 s, 4 s, … 60 s): 12 receives is several minutes before the DLQ.
 MAX_RECEIVE_COUNT = 12
 RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: a DLQ keeps what it holds for two weeks
+# The longest a record can come back after it was first sent: it may wait out the DLQ's
+# retention (counted from its first enqueue), then `scripts.dlq redrive` re-sends it as a new
+# message that may wait out the ingest queue's retention. An interaction record (high-water
+# mark, in-flight claims) must outlive that, or a re-driven event finds no mark and goes out
+# `late: false` after newer ones.
+LONGEST_RECORD_LIFE_SECONDS = RETENTION_SECONDS + RETENTION_SECONDS
 # CloudWatch Logs retention of the functions' and the API's log groups, per stage.
 LOG_RETENTION_DAYS: dict[str, int] = {"prod": 90}
 DEFAULT_LOG_RETENTION_DAYS = 14

@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 
 from chalicelib.config import Settings
-from chalicelib.ingest.batch import handle_ingest
+from chalicelib.ingest.handler import handle_ingest
 from chalicelib.runtime import Runtime, build_runtime
 from chalicelib.stack import stack_spec
 from scripts.provisioning.infra import Clients, provision_infrastructure

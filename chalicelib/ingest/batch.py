@@ -2,8 +2,10 @@
 
     validate -> quarantine invalid | collapse in-batch duplicates -> read ledger (one call)
     -> plan per interaction (claims.py, pure) -> claim (one conditional write each)
-    -> publish to every consumer topic (concurrently) -> store + release (one batch write)
-    -> acknowledge, or report failures with a growing visibility backoff
+    -> mark arrivals of what could not be claimed (alongside the publish)
+    -> publish to every consumer topic (concurrently) -> store + release (ledger.settle)
+    -> quarantine what a topic refused for good
+    -> acknowledge, or fail (handler.py backs failures off and answers Lambda)
 
 A record is acknowledged only when its event reached every consumer, was quarantined, or
 is a confirmed duplicate of a delivered event. Anything else is a batch item failure.
@@ -22,22 +24,32 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.formats import rfc3339, sha256_hex, utc_now
+from chalicelib.errors import DependencyUnavailable
+from chalicelib.formats import parse_rfc3339, rfc3339, sha256_hex, utc_now
 from chalicelib.ingest.claims import (
+    ArrivalMark,
+    Arrivals,
     Candidate,
     InteractionPlan,
     InteractionRecord,
     LeaseTerms,
     Publication,
+    marks_to_write,
     plan_interaction,
     settle_interaction,
 )
 from chalicelib.ingest.fanout import OutboundMessage, fan_out, publish_ordered
-from chalicelib.ingest.ledger import ClaimRefused, Ledger, LedgerError, encode_record
+from chalicelib.ingest.ledger import (
+    ClaimRefused,
+    Ledger,
+    LedgerView,
+    encode_record,
+)
 from chalicelib.model import (
     QUARANTINE_RAW_LIMIT,
     SNS_MAX_MESSAGE_BYTES,
     CanonicalEvent,
+    DeliveredMessage,
     InvalidEvent,
     delivered_message,
     message_attributes,
@@ -47,7 +59,12 @@ from chalicelib.providers.validation import validate_record
 from chalicelib.runtime import Runtime
 from chalicelib.store.layout import event_item, time_index_items
 from chalicelib.telemetry import BatchMetrics, audit, logger
-from chalicelib.timing import MAX_RECEIVE_COUNT, VISIBILITY_FACTOR, ingest_timeout_seconds
+from chalicelib.timing import (
+    LONGEST_RECORD_LIFE_SECONDS,
+    MAX_RECEIVE_COUNT,
+    VISIBILITY_FACTOR,
+    ingest_timeout_seconds,
+)
 
 
 def stuck_claim_ms(stage: str) -> int:
@@ -56,10 +73,6 @@ def stuck_claim_ms(stage: str) -> int:
     in the DLQ by then. A shorter limit would drop the claim of a record still retrying, and
     its event would be claimed anew: delivered twice, `late` decided again."""
     return MAX_RECEIVE_COUNT * VISIBILITY_FACTOR * ingest_timeout_seconds(stage) * 1000
-
-
-class BatchFailed(Exception):
-    """Raised in "raise" mode (no ReportBatchItemFailures): successes were deleted already."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +106,6 @@ class BatchOutcome:
         for message_id in message_ids:
             self.failed[message_id] = reason
 
-    def lambda_response(self) -> dict[str, Any]:
-        return {"batchItemFailures": [{"itemIdentifier": i} for i in self.failed]}
-
 
 class Deadline:
     """Remaining time of the invocation, from the Lambda context (none in plain tests)."""
@@ -107,7 +117,8 @@ class Deadline:
     def exhausted(self) -> bool:
         if self._context is None or not hasattr(self._context, "get_remaining_time_in_millis"):
             return False
-        return self._context.get_remaining_time_in_millis() < self._margin_ms
+        remaining: int = self._context.get_remaining_time_in_millis()
+        return remaining < self._margin_ms
 
 
 def quarantine_message(record: SqsRecord, invalid: InvalidEvent, received_at: str) -> str:
@@ -126,7 +137,9 @@ def quarantine_message(record: SqsRecord, invalid: InvalidEvent, received_at: st
     )
 
 
-def too_large(event: CanonicalEvent, received_at: str) -> InvalidEvent | None:
+def undeliverable(event: CanonicalEvent, received_at: str) -> InvalidEvent | None:
+    """`too_large` when the delivered message would exceed SNS's limit (key limits are the
+    validation's; what SNS still refuses for good is poison once published, see `_settle`)."""
     # Sized as the larger of the two messages it may become: `false` is longer than `true`.
     message = delivered_message(event, received_at=received_at, late=False)
     body = OutboundMessage.from_message("size", message, event.event_id).body
@@ -153,6 +166,9 @@ class IngestBatch:
         self.outcome = BatchOutcome()
         self.now = utc_now()
         self.received_at = rfc3339(self.now)
+        # Interaction records outlive every record that may still come back (timing.py).
+        retention = max(self.settings.dedup_retention_days * 86400, LONGEST_RECORD_LIFE_SECONDS)
+        self.record_expires_at = int(self.now.timestamp()) + retention
 
     def run(self) -> BatchOutcome:
         started = time.perf_counter()
@@ -162,7 +178,7 @@ class IngestBatch:
         quarantine = self.runtime.executor.submit(self._quarantine, invalid)
         try:
             self._deliver(candidates)
-        except LedgerError as error:
+        except DependencyUnavailable as error:
             logger.error("ledger unavailable; records retried", extra={"error": str(error)})
             pending = [r for c in candidates for r in c.record_ids if r not in self.outcome.failed]
             self.outcome.fail([r for r in pending if r not in self.outcome.acknowledged], "ledger")
@@ -187,9 +203,9 @@ class IngestBatch:
             if isinstance(result, InvalidEvent):
                 invalid.append((record, result))
                 continue
-            oversized = too_large(result, self.received_at)
-            if oversized is not None:
-                invalid.append((record, oversized))
+            problem = undeliverable(result, self.received_at)
+            if problem is not None:
+                invalid.append((record, problem))
                 continue
             by_key[(result.interaction_id, result.dedup_key)].append((record, result))
             ages.append(_age_ms(result.occurred_at, self.now))
@@ -199,11 +215,14 @@ class IngestBatch:
         candidates = []
         for group in by_key.values():
             primary = group[0][1]
+            variants: dict[str, CanonicalEvent] = {}
             for _, other in group[1:]:
                 if other.payload_sha256 != primary.payload_sha256:
                     self.metrics.count("Conflicts")
                     audit("conflict", **_ids(other), first_event_id=primary.event_id)
-            candidates.append(Candidate(primary, tuple(r.message_id for r, _ in group)))
+                    variants.setdefault(other.payload_sha256, other)
+            record_ids = tuple(r.message_id for r, _ in group)
+            candidates.append(Candidate(primary, record_ids, tuple(variants.values())))
         return candidates, invalid
 
     def _quarantine(self, invalid: list[tuple[SqsRecord, InvalidEvent]]) -> None:
@@ -248,20 +267,23 @@ class IngestBatch:
         by_interaction: dict[str, list[Candidate]] = defaultdict(list)
         for candidate in candidates:
             by_interaction[candidate.event.interaction_id].append(candidate)
-        records, stored = self.ledger.read(
+        view = self.ledger.read(
             by_interaction, [(c.event.interaction_id, c.dedup_key) for c in candidates]
         )
-        # In-flight claims of earlier attempts may have been stored since (a crash between
-        # storing and releasing): look those few up too.
+        # In-flight claims and arrival marks of earlier attempts may have been stored since (a
+        # crash between storing and releasing, a mark left behind): look those few up too.
         unknown = [
             (interaction_id, key)
-            for interaction_id, record in records.items()
-            for key in record.inflight
-            if (interaction_id, key) not in stored
+            for interaction_id in by_interaction
+            for key in [
+                *view.records.get(interaction_id, InteractionRecord(interaction_id)).inflight,
+                *view.arrivals.get(interaction_id, Arrivals()).marks,
+            ]
+            if (interaction_id, key) not in view.stored
             and key not in {c.dedup_key for c in by_interaction[interaction_id]}
         ]
         if unknown:
-            stored.update(self.ledger.read((), unknown)[1])
+            view.stored.update(self.ledger.read((), unknown).stored)
         terms = LeaseTerms(
             owner=self.owner,
             now_ms=int(self.now.timestamp() * 1000),
@@ -271,16 +293,60 @@ class IngestBatch:
         )
         plans = []
         for interaction_id, group in by_interaction.items():
-            record = records.get(interaction_id) or InteractionRecord(interaction_id)
-            mine = {k: v for (i, k), v in stored.items() if i == interaction_id}
-            plans.append((record, plan_interaction(record, group, mine, terms)))
-        claimed = self._claim(plans)
-        self._publish_and_settle(claimed)
+            record = view.records.get(interaction_id) or InteractionRecord(interaction_id)
+            arrivals = view.arrivals.get(interaction_id, Arrivals())
+            mine = {k: v for (i, k), v in view.stored.items() if i == interaction_id}
+            plans.append((record, plan_interaction(record, group, mine, terms, arrivals)))
+        claimed, bounced = self._claim(plans)
+        marking = self.runtime.executor.submit(self._mark_arrivals, view, claimed, bounced, terms)
+        refused = self._publish_and_settle(claimed)
+        written = marking.result()
+        # A refused (poison) event leaves the flight for good: its mark must not hold the
+        # newer events back either.
+        for interaction_id, keys in refused.items():
+            marked = written.get(interaction_id) or view.arrivals.get(interaction_id)
+            if marked is None or not keys & set(marked.marks):
+                continue
+            kept = {k: m for k, m in marked.marks.items() if k not in keys}
+            self._write_marks(interaction_id, marked, kept)
+
+    def _mark_arrivals(
+        self,
+        view: LedgerView,
+        claimed: list[InteractionPlan],
+        bounced: dict[str, list[Candidate]],
+        terms: LeaseTerms,
+    ) -> dict[str, Arrivals]:
+        """Records that could not be claimed now keep their place: one conditional write per
+        interaction with a new mark (none for a record marked before). Best effort: without
+        its mark a record is no worse off than before marks existed. Returns the marks written,
+        per interaction."""
+        claimed_keys = {p.candidate.dedup_key for plan in claimed for p in plan.publications}
+        written: dict[str, Arrivals] = {}
+        for interaction_id, candidates in bounced.items():
+            arrivals = view.arrivals.get(interaction_id, Arrivals())
+            marks = marks_to_write(arrivals, candidates, claimed_keys, terms.now_ms, terms.stuck_ms)
+            if marks is not None and self._write_marks(interaction_id, arrivals, marks):
+                written[interaction_id] = Arrivals(arrivals.version + 1, marks)
+        return written
+
+    def _write_marks(
+        self, interaction_id: str, read: Arrivals, marks: dict[str, ArrivalMark]
+    ) -> bool:
+        self.metrics.count("ArrivalWrites")
+        try:
+            return self.ledger.mark_arrivals(interaction_id, read, marks, self.record_expires_at)
+        except DependencyUnavailable as error:
+            logger.warning("arrival marks not written", extra={"error": str(error)})
+            return False
 
     def _claim(
         self, plans: list[tuple[InteractionRecord, InteractionPlan]]
-    ) -> list[InteractionPlan]:
-        for _, plan in plans:
+    ) -> tuple[list[InteractionPlan], dict[str, list[Candidate]]]:
+        """Claim what the plans publish; returns the claimed plans and, per interaction, the
+        fresh candidates that could not be claimed now (they keep their place)."""
+        bounced: dict[str, list[Candidate]] = defaultdict(list)
+        for record, plan in plans:
             for candidate, conflict in plan.duplicates:
                 self._ack_all(candidate, "duplicate")
                 if conflict:
@@ -288,40 +354,62 @@ class IngestBatch:
                 audit("duplicate", **_ids(candidate.event), conflict=conflict)
             if plan.waiting:
                 for candidate in plan.waiting:
-                    self.outcome.fail(candidate.record_ids, plan.wait_reason or "waiting")
+                    self.outcome.fail(candidate.record_ids, plan.wait_reason(candidate))
+                    if candidate.dedup_key not in record.inflight:
+                        bounced[plan.interaction_id].append(candidate)
                 self.metrics.count("Waiting", len(plan.waiting))
             for key in plan.abandoned:
                 logger.warning(
                     "stuck claim no longer blocks its interaction",
                     extra={"interaction_id": plan.interaction_id, "dedup_key": key},
                 )
-        to_claim = [(record, plan) for record, plan in plans if plan.claimed is not None]
-        expires_at = int(self.now.timestamp()) + self.settings.dedup_retention_days * 86400
+        to_claim = [
+            (record, plan, plan.claimed) for record, plan in plans if plan.claimed is not None
+        ]
+        if to_claim and self._out_of_time(
+            [p for _, plan, _ in to_claim for p in plan.publications]
+        ):
+            return [], bounced
+        expires_at = self.record_expires_at
         futures = [
-            self.runtime.executor.submit(
-                self.ledger.claim, record.version, plan.claimed, expires_at
-            )
-            for record, plan in to_claim
+            self.runtime.executor.submit(self.ledger.claim, record.version, claim, expires_at)
+            for record, _, claim in to_claim
         ]
         claimed = []
-        for (_, plan), future in zip(to_claim, futures, strict=True):
+        for (record, plan, _), future in zip(to_claim, futures, strict=True):
             try:
                 refused = future.result()
-            except LedgerError as error:
+            except DependencyUnavailable as error:
                 refused = ClaimRefused(plan.interaction_id, None)
                 logger.warning("claim failed", extra={"error": str(error)})
             if isinstance(refused, ClaimRefused):
                 for publication in plan.publications:
                     self.outcome.fail(publication.candidate.record_ids, "claim_refused")
+                    if publication.candidate.dedup_key not in record.inflight:
+                        bounced[plan.interaction_id].append(publication.candidate)
                 self.metrics.count("ClaimRefused")
                 continue
             claimed.append(plan)
-        return claimed
+        return claimed, bounced
 
-    def _publish_and_settle(self, plans: list[InteractionPlan]) -> None:
+    def _out_of_time(self, publications: Sequence[Publication]) -> bool:
+        """Checked before each stage that starts work: past the margin, a real Lambda would be
+        killed part-way, so the stage does not start and its records are retried."""
+        if not self.deadline.exhausted():
+            return False
+        for publication in publications:
+            self.outcome.fail(publication.candidate.record_ids, "deadline")
+        return True
+
+    def _publish_and_settle(self, plans: list[InteractionPlan]) -> dict[str, set[str]]:
+        """Publish, then settle; returns the dedup keys refused for good, per interaction."""
         if not plans:
-            return
+            return {}
         publications: list[Publication] = [p for plan in plans for p in plan.publications]
+        # Claimed but not published: the claims stay in flight (nothing reached a consumer)
+        # and the next attempt takes them over once the lease ends.
+        if self._out_of_time(publications):
+            return {}
         messages = {
             str(n): OutboundMessage.from_message(str(n), publication_message(p), p.claim.event_id)
             for n, p in enumerate(publications)
@@ -337,6 +425,7 @@ class IngestBatch:
         # Per interaction: dedup keys are scoped by interaction (a provider's event id may
         # recur in another one), so one interaction's publish never settles another's.
         reached: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        refused: dict[str, dict[str, str]] = defaultdict(dict)  # interaction -> key -> code
         try:
             results = fan_out(
                 self.runtime.sns, self.runtime.consumer_topics, messages_for, self.runtime.executor
@@ -348,6 +437,9 @@ class IngestBatch:
             for key in result.published:
                 event = publications[int(key)].candidate.event
                 reached[event.interaction_id][event.dedup_key].add(consumer)
+            for key, code in result.refused.items():
+                event = publications[int(key)].candidate.event
+                refused[event.interaction_id][event.dedup_key] = f"{consumer}: {code}"
             self.metrics.consumer(
                 consumer,
                 delivered=len(result.published),
@@ -359,16 +451,22 @@ class IngestBatch:
                     "publish failures",
                     extra={"consumer": consumer, "codes": sorted(set(result.failed.values()))},
                 )
-        self._settle(plans, reached)
+        self._settle(plans, reached, refused)
+        return {interaction_id: set(keys) for interaction_id, keys in refused.items() if keys}
 
     def _settle(
-        self, plans: list[InteractionPlan], reached: dict[str, dict[str, set[str]]]
+        self,
+        plans: list[InteractionPlan],
+        reached: dict[str, dict[str, set[str]]],
+        refused: dict[str, dict[str, str]],
     ) -> None:
         writes: list[tuple[str, dict[str, Any]]] = []
-        stored: list[tuple[dict[str, Any], str]] = []  # (message, dedup key) for the index
-        done, pending = [], []
+        stored: list[tuple[DeliveredMessage, str]] = []  # (message, dedup key) for the index
+        done: list[Publication] = []
+        pending: list[Publication] = []
+        poison: list[tuple[Publication, str]] = []
         names = self.settings.names
-        expires_at = int(self.now.timestamp()) + self.settings.dedup_retention_days * 86400
+        expires_at = self.record_expires_at
         for plan in plans:
             assert plan.claimed is not None
             settlement = settle_interaction(
@@ -376,6 +474,7 @@ class IngestBatch:
                 plan.publications,
                 reached[plan.interaction_id],
                 self.settings.consumers,
+                refused[plan.interaction_id],
             )
             if settlement.record_needs_writing:
                 writes.append((names.ledger_table, encode_record(settlement.record, expires_at)))
@@ -393,6 +492,9 @@ class IngestBatch:
                 writes.append((names.events_table, item))
             done += settlement.done
             pending += settlement.pending
+            poison += [
+                (p, refused[plan.interaction_id][p.candidate.dedup_key]) for p in settlement.refused
+            ]
         # Index entries go first: an event item without its entry would be in no window for
         # good (its dedup record stops a retry from storing it again); the reverse is harmless.
         index = time_index_items(
@@ -415,6 +517,15 @@ class IngestBatch:
                 reason="publish_failed",
                 delivered_to=sorted(publication.claim.delivered),
             )
+        # Refused for good by a topic: poison for its own records, never failing the batch.
+        by_id = {record.message_id: record for record in self.records}
+        self._quarantine(
+            [
+                (by_id[message_id], InvalidEvent("invalid", {"_publish": [f"refused by {why}"]}))
+                for publication, why in poison
+                for message_id in publication.candidate.record_ids
+            ]
+        )
 
     def _ack_all(
         self, candidate: Candidate, decision: str, primary_decision: str | None = None
@@ -427,7 +538,7 @@ class IngestBatch:
             self.metrics.count("Duplicates")
 
 
-def publication_message(publication: Publication) -> dict[str, Any]:
+def publication_message(publication: Publication) -> DeliveredMessage:
     """The delivered message of a claimed event, under the event id it was claimed with.
 
     A provider re-send (same provider event id, new envelope id) may be the record that
@@ -451,89 +562,5 @@ def _ids(event: CanonicalEvent) -> dict[str, str]:
 
 
 def _age_ms(occurred_at: str, now: datetime) -> float:
-    occurred = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
+    occurred = parse_rfc3339(occurred_at)
     return max(0.0, (now - occurred).total_seconds() * 1000)
-
-
-def backoff_seconds(receive_count: int, base: int, cap: int) -> int:
-    """Visibility before the next try: grows with the receive count, so retries take seconds
-    at first and back off while a dependency stays down."""
-    return min(cap, base * 2 ** max(0, receive_count - 1))
-
-
-def _queue_url(runtime: Runtime, source_arn: str, cache: dict[str, str]) -> str:
-    if source_arn not in cache:
-        *_, account, name = source_arn.split(":")
-        cache[source_arn] = runtime.sqs.get_queue_url(
-            QueueName=name, QueueOwnerAWSAccountId=account
-        )["QueueUrl"]
-    return cache[source_arn]
-
-
-_QUEUE_URLS: dict[str, str] = {}
-
-
-def _per_queue(runtime: Runtime, records: Sequence[SqsRecord]) -> dict[str, list[SqsRecord]]:
-    grouped: dict[str, list[SqsRecord]] = defaultdict(list)
-    for record in records:
-        grouped[_queue_url(runtime, record.source_arn, _QUEUE_URLS)].append(record)
-    return grouped
-
-
-def back_off(runtime: Runtime, records: Sequence[SqsRecord]) -> None:
-    """Shorten the failed records' visibility to their backoff; a failure here only means
-    the retry waits for the queue's own visibility timeout."""
-    settings = runtime.settings
-    try:
-        for url, group in _per_queue(runtime, records).items():
-            for start in range(0, len(group), 10):
-                entries = [
-                    {
-                        "Id": str(n),
-                        "ReceiptHandle": r.receipt_handle,
-                        "VisibilityTimeout": backoff_seconds(
-                            r.receive_count,
-                            settings.backoff_base_seconds,
-                            settings.backoff_max_seconds,
-                        ),
-                    }
-                    for n, r in enumerate(group[start : start + 10])
-                ]
-                runtime.sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
-    except (ClientError, BotoCoreError) as error:
-        logger.warning("could not shorten visibility", extra={"error": type(error).__name__})
-
-
-def delete_acknowledged(runtime: Runtime, records: Sequence[SqsRecord]) -> list[str]:
-    """For mappings without ReportBatchItemFailures: delete successes before failing the
-    batch. Returns the message ids that could not be deleted (they will be redelivered and
-    found to be duplicates)."""
-    undeleted = []
-    for url, group in _per_queue(runtime, records).items():
-        for start in range(0, len(group), 10):
-            chunk = group[start : start + 10]
-            entries = [
-                {"Id": str(n), "ReceiptHandle": r.receipt_handle} for n, r in enumerate(chunk)
-            ]
-            try:
-                response = runtime.sqs.delete_message_batch(QueueUrl=url, Entries=entries)
-                undeleted += [chunk[int(f["Id"])].message_id for f in response.get("Failed", [])]
-            except (ClientError, BotoCoreError):
-                undeleted += [r.message_id for r in chunk]
-    return undeleted
-
-
-def handle_ingest(raw_event: dict[str, Any], context: Any, runtime: Runtime) -> dict[str, Any]:
-    """The `ingest` Lambda: returns batchItemFailures, or raises in "raise" mode."""
-    records = [SqsRecord.from_lambda(raw) for raw in raw_event.get("Records", [])]
-    outcome = IngestBatch(runtime, records, context).run()
-    failed = [r for r in records if r.message_id in outcome.failed]
-    if failed:
-        back_off(runtime, failed)
-    if runtime.settings.batch_failure_mode == "raise" and failed:
-        acknowledged = [r for r in records if r.message_id not in outcome.failed]
-        undeleted = delete_acknowledged(runtime, acknowledged)
-        if undeleted:
-            logger.warning("acknowledged records not deleted", extra={"count": len(undeleted)})
-        raise BatchFailed(f"{len(failed)} of {len(records)} records failed and will be retried")
-    return outcome.lambda_response()

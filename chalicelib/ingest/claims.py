@@ -7,7 +7,8 @@ Record lifecycle of an event (the idea of Powertools' idempotency records, per i
 
 The interaction record (ledger.py persists it) holds the lease, the high-water mark and the
 in-flight claims; one conditional write of it claims all of a batch's events of that
-interaction and takes the lease at once.
+interaction and takes the lease at once. An event that could not be claimed at once leaves an
+arrival mark (in an item of its own, written without the lease) so newer events wait for it.
 """
 
 from __future__ import annotations
@@ -15,20 +16,36 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from chalicelib.ingest.ordering import HighWaterMark, precedes, sort_interaction
+from chalicelib.ingest.ordering import HighWaterMark, by_time, precedes, sort_interaction
 from chalicelib.model import CanonicalEvent
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One distinct event of a batch, with every SQS record that carried it."""
+    """One distinct event of a batch, with every SQS record that carried it.
+
+    `variants` are the other payloads the batch carried under the same dedup key (a
+    conflicting re-send); the plan may pick one of them to keep an in-flight claim's payload.
+    """
 
     event: CanonicalEvent
     record_ids: tuple[str, ...]
+    variants: tuple[CanonicalEvent, ...] = ()
 
     @property
     def dedup_key(self) -> str:
         return self.event.dedup_key
+
+    def carrying(self, payload_sha256: str | None) -> Candidate | None:
+        """This candidate with the payload of that fingerprint, if the batch has it; a claim
+        without a fingerprint (written before claims had one) takes any."""
+        if payload_sha256 is None or self.event.payload_sha256 == payload_sha256:
+            return self
+        for variant in self.variants:
+            if variant.payload_sha256 == payload_sha256:
+                others = tuple(v for v in (self.event, *self.variants) if v is not variant)
+                return Candidate(variant, self.record_ids, others)
+        return None
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,42 @@ class InflightClaim:
     claimed_at_ms: int
     delivered: frozenset[str] = frozenset()
     order_rank: int | None = None  # the event's tie-breaker rank (ordering.tie_breaker)
+    # The claimed payload's fingerprint: a re-send with another payload never takes over
+    # (first one wins); None for claims written before claims carried it.
+    payload_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ArrivalMark:
+    """An event that reached the relay but could not be claimed at once (lease busy, claim
+    refused, an older event pending): it keeps its place, so newer events wait for it as for
+    an in-flight claim. Taken without the lease, in an item of its own (ledger.py)."""
+
+    dedup_key: str
+    event_id: str
+    sequence: int | None
+    occurred_at: str
+    marked_at_ms: int
+    order_rank: int | None = None
+
+    @classmethod
+    def of(cls, event: CanonicalEvent, now_ms: int) -> ArrivalMark:
+        return cls(
+            event.dedup_key,
+            event.event_id,
+            event.sequence,
+            event.occurred_at,
+            now_ms,
+            event.order_rank,
+        )
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """One interaction's arrival marks, and the version they were read at."""
+
+    version: int = 0  # 0: no item yet
+    marks: Mapping[str, ArrivalMark] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,11 +126,19 @@ class Publication:
 class InteractionPlan:
     interaction_id: str
     duplicates: tuple[tuple[Candidate, bool], ...] = ()  # (candidate, payload conflicts)
-    waiting: tuple[Candidate, ...] = ()  # retried later: lease busy or an older event pending
-    wait_reason: str | None = None
+    waiting: tuple[Candidate, ...] = ()  # retried later, for the reason in `wait_reasons`
+    wait_reasons: Mapping[str, str] = field(default_factory=dict)  # dedup key -> reason
+
+    def wait(self, candidates: Sequence[Candidate], reason: str) -> InteractionPlan:
+        reasons = {**self.wait_reasons, **{c.dedup_key: reason for c in candidates}}
+        return replace(self, waiting=self.waiting + tuple(candidates), wait_reasons=reasons)
+
+    def wait_reason(self, candidate: Candidate) -> str:
+        return self.wait_reasons[candidate.dedup_key]
+
     publications: tuple[Publication, ...] = ()  # in order-key order
     claimed: InteractionRecord | None = None  # the record to write to claim them
-    abandoned: tuple[str, ...] = ()  # stuck claims no longer blocking (dedup keys)
+    abandoned: tuple[str, ...] = ()  # stuck claims no longer blocking (kept, to be resumed)
 
 
 @dataclass(frozen=True)
@@ -94,10 +155,12 @@ def plan_interaction(
     candidates: Sequence[Candidate],
     stored: Mapping[str, str],
     terms: LeaseTerms,
+    arrivals: Arrivals = Arrivals(),
 ) -> InteractionPlan:
     """Decide what happens to one interaction's candidates.
 
-    `stored` maps dedup keys already delivered (events table) to their payload fingerprint.
+    `stored` maps dedup keys already delivered (events table) to their payload fingerprint;
+    `arrivals` holds the events that reached the relay earlier and could not be claimed.
     """
     duplicates = tuple(
         (c, stored[c.dedup_key] != c.event.payload_sha256)
@@ -112,35 +175,71 @@ def plan_interaction(
     # something stays in flight (that saves a write per interaction and batch).
     holder_busy = any(key not in stored for key in record.inflight)
     if holder_busy and record.leased_by_other(terms.owner, terms.now_ms):
-        return replace(plan, waiting=tuple(fresh), wait_reason="interaction_busy")
+        return plan.wait(fresh, "interaction_busy")
+
+    # A re-send of an in-flight event with another payload waits until the first payload is
+    # stored (then it is a duplicate, counted as a conflict); one that carries the first
+    # payload among its variants goes on with that one.
+    conflicting: list[Candidate] = []
+    kept_payload: list[Candidate] = []
+    for candidate in fresh:
+        claim = record.inflight.get(candidate.dedup_key)
+        same = candidate if claim is None else candidate.carrying(claim.payload_sha256)
+        if same is None:
+            conflicting.append(candidate)
+        else:
+            kept_payload.append(same)
+    fresh = kept_payload
+    plan = plan.wait(conflicting, "conflicting_resend")
 
     in_batch = {c.dedup_key for c in fresh}
     inflight: dict[str, InflightClaim] = {}
     abandoned: list[str] = []
-    pending: list[InflightClaim] = []  # claimed earlier, not in this batch, not at every consumer
+    # Claimed earlier (or arrived earlier), not in this batch, not at every consumer.
+    pending: list[InflightClaim | ArrivalMark] = []
     for key, claim in record.inflight.items():
         if key in stored:
             continue  # delivered; the crash came after storing it, before the record
+        # Every unfinished claim stays in the record, a stuck one too: it no longer holds its
+        # interaction back, but a later copy of its event (a re-drive) resumes it, so the
+        # consumers that had it do not get it again and its `late` stays as decided.
+        inflight[key] = claim
         if key in in_batch:
-            inflight[key] = claim
-        elif terms.now_ms - claim.claimed_at_ms >= terms.stuck_ms:
+            continue
+        if terms.now_ms - claim.claimed_at_ms >= terms.stuck_ms:
             abandoned.append(key)
         else:
-            inflight[key] = claim
             pending.append(claim)
+    # An event that arrived earlier and waits for its turn holds its place like a pending one
+    # (FIFO-like: it was received before the newer ones). Not once it is claimed or stored,
+    # nor once stuck (its record is in the DLQ by then).
+    pending += [
+        mark
+        for key, mark in arrivals.marks.items()
+        if key not in stored
+        and key not in in_batch
+        and key not in record.inflight
+        and terms.now_ms - mark.marked_at_ms < terms.stuck_ms
+    ]
     # A pending event holds back the newer ones (they would overtake it) and nothing else: an
     # older fresh event is late anyway, and an older claimed one is due before it. Holding
     # back more would deadlock two pending events whose records SQS returns in separate batches.
-    waiting = tuple(c for c in fresh if any(precedes(p, c.event) for p in pending))
+    # Mixed keys (some event of the interaction without a sequence, sent or not): by time.
+    mixed = (
+        record.hwm.unsequenced
+        or by_time(c.event for c in fresh)
+        or by_time(inflight.values())
+        or by_time(pending)
+    )
+    waiting = tuple(c for c in fresh if any(precedes(p, c.event, mixed=mixed) for p in pending))
     ready = [c for c in fresh if c not in waiting]
-    if waiting:
-        plan = replace(plan, waiting=waiting, wait_reason="older_event_pending")
+    plan = plan.wait(waiting, "older_event_pending")
     if not ready:
         return plan
 
     hwm = record.hwm
     publications = []
-    for candidate in sort_interaction(ready, event_of=lambda c: c.event):
+    for candidate in sort_interaction(ready, event_of=lambda c: c.event, mixed=mixed):
         claim = inflight.get(candidate.dedup_key)
         if claim is None:
             event = candidate.event
@@ -153,6 +252,7 @@ def plan_interaction(
                 received_at=terms.received_at,
                 claimed_at_ms=terms.now_ms,
                 order_rank=event.order_rank,
+                payload_sha256=event.payload_sha256,
             )
             hwm = hwm.advance(event)
             inflight[candidate.dedup_key] = claim
@@ -170,17 +270,44 @@ def plan_interaction(
     )
 
 
+def marks_to_write(
+    arrivals: Arrivals,
+    bounced: Sequence[Candidate],
+    claimed: Collection[str],
+    now_ms: int,
+    stuck_ms: int,
+) -> dict[str, ArrivalMark] | None:
+    """The interaction's arrival marks after this batch, or None when they need no write.
+
+    `bounced` could not be claimed now: each gets a mark, unless it has one (the place it
+    holds is the first one's). `claimed` keys were claimed now: their marks go (an in-flight
+    claim holds their place from here). Stuck marks go too. Only new marks make a write;
+    dropping old ones rides along with one (a lingering mark of a claimed key is ignored).
+    """
+    new = {c.dedup_key: c for c in bounced if c.dedup_key not in arrivals.marks}
+    if not new:
+        return None
+    kept = {
+        key: mark
+        for key, mark in arrivals.marks.items()
+        if key not in claimed and now_ms - mark.marked_at_ms < stuck_ms
+    }
+    return kept | {key: ArrivalMark.of(c.event, now_ms) for key, c in new.items()}
+
+
 @dataclass(frozen=True)
 class Settlement:
     done: tuple[Publication, ...]  # reached every consumer: store, acknowledge
     pending: tuple[Publication, ...]  # some consumer missing: stays in flight, retried
     record: InteractionRecord  # lease released
+    refused: tuple[Publication, ...] = ()  # a consumer's topic refused it for good: poison
 
     @property
     def record_needs_writing(self) -> bool:
-        """Only when something stays in flight: once every claim is stored, readers know
-        the holder is done (plan_interaction), so the claimed record can stay as it is."""
-        return bool(self.record.inflight)
+        """When something stays in flight, or a refused claim leaves it: once every claim is
+        stored, readers know the holder is done (plan_interaction), so the claimed record can
+        stay as it is; a refused claim would hold its interaction back until it got stuck."""
+        return bool(self.record.inflight) or bool(self.refused)
 
 
 def settle_interaction(
@@ -188,16 +315,21 @@ def settle_interaction(
     publications: Sequence[Publication],
     reached: Mapping[str, Collection[str]],
     consumers: Collection[str],
+    refused: Collection[str] = (),
 ) -> Settlement:
-    """After publishing: `reached` maps dedup keys to the consumers this attempt reached."""
+    """After publishing: `reached` maps dedup keys to the consumers this attempt reached;
+    `refused` names the dedup keys a topic refused for good (they leave the flight)."""
     inflight = dict(claimed.inflight)
-    done, pending = [], []
+    done, pending, poison = [], [], []
     for publication in publications:
         key = publication.candidate.dedup_key
         delivered = publication.claim.delivered | frozenset(reached.get(key, ()))
         if delivered >= frozenset(consumers):
             inflight.pop(key, None)
             done.append(publication)
+        elif key in refused:
+            inflight.pop(key, None)
+            poison.append(publication)
         else:
             claim = replace(publication.claim, delivered=delivered)
             inflight[key] = claim
@@ -209,4 +341,4 @@ def settle_interaction(
         lease_until_ms=0,
         inflight=inflight,
     )
-    return Settlement(tuple(done), tuple(pending), record)
+    return Settlement(tuple(done), tuple(pending), record, tuple(poison))

@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from chalicelib.aws import NON_RETRYABLE_CODES, AwsFailure, error_code, is_retryable
 from chalicelib.model import message_attributes, sns_message_size
 
 MAX_BATCH_ENTRIES = 10
@@ -33,13 +32,13 @@ class OutboundMessage:
     dedup_id: str  # FIFO topics: the stable event id (job id + event id on replay)
 
     @classmethod
-    def from_message(cls, key: str, message: dict[str, Any], dedup_id: str) -> OutboundMessage:
+    def from_message(cls, key: str, message: Mapping[str, Any], dedup_id: str) -> OutboundMessage:
         return cls(
             key=key,
             group=message["interaction_id"],
             body=json.dumps(message, separators=(",", ":"), ensure_ascii=False),
             attributes=message_attributes(message),
-            dedup_id=fifo_dedup_id(dedup_id),
+            dedup_id=fifo_id(dedup_id),
         )
 
     @property
@@ -47,19 +46,29 @@ class OutboundMessage:
         return sns_message_size(self.body, self.attributes)
 
 
-def fifo_dedup_id(value: str) -> str:
-    """SNS allows 128 characters of [A-Za-z0-9_-!…]; longer or odd ids are hashed."""
-    if len(value) <= 128 and all(c.isalnum() or c in "-_.:" for c in value):
+FIFO_ID_MAX_CHARS = 128
+# What SNS accepts in a FIFO MessageGroupId or MessageDeduplicationId: ASCII letters, digits
+# and punctuation (`str.isalnum` would let other scripts' letters through, which SNS refuses).
+FIFO_ID_CHARS = frozenset(chr(code) for code in range(33, 127))
+
+
+def fifo_id(value: str) -> str:
+    """`value` as a FIFO group or dedup id: as it is when SNS accepts it, else its SHA-256
+    (the same value always maps to the same id, so grouping and dedup are kept)."""
+    if 0 < len(value) <= FIFO_ID_MAX_CHARS and set(value) <= FIFO_ID_CHARS:
         return value
     return hashlib.sha256(value.encode()).hexdigest()
 
 
 @dataclass
 class PublishResult:
-    """Per message key: published, or the error that kept it from the topic."""
+    """Per message key: published, or the error that kept it from the topic. `refused` holds
+    the failed keys SNS refused for the message itself (a non-retryable code for that entry
+    alone): retrying cannot fix them, they are poison."""
 
     published: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
     requests: int = 0
     seconds: float = 0.0
 
@@ -96,16 +105,21 @@ def _entry(index: int, message: OutboundMessage, fifo: bool) -> dict[str, Any]:
         "MessageAttributes": message.attributes,
     }
     if fifo:
-        entry["MessageGroupId"] = message.group
+        entry["MessageGroupId"] = fifo_id(message.group)
         entry["MessageDeduplicationId"] = message.dedup_id
     return entry
 
 
 def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage]) -> PublishResult:
-    """Publish in order, in batches of up to 10; never overtake a failed message's group."""
+    """Publish in order, in batches of up to 10; never overtake a failed message's group.
+
+    A request refused as a whole for a reason retrying cannot fix (one entry may spoil it)
+    is sent again entry by entry, so the refusal lands on the entry that caused it alone.
+    """
     fifo = topic_arn.endswith(".fifo")
     result = PublishResult()
     blocked_groups: set[str] = set()
+    alone: set[int] = set()  # ids of messages to send in a request of their own
     started = time.perf_counter()
     pending = list(messages)
     while pending:
@@ -117,7 +131,10 @@ def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage
                 sendable.append(message)
         if not sendable:
             break
-        chunk = next_request(sendable, one_per_group=fifo)
+        if id(sendable[0]) in alone:
+            chunk = sendable[:1]
+        else:
+            chunk = next_request([m for m in sendable if id(m) not in alone], one_per_group=fifo)
         taken = {id(message) for message in chunk}
         pending = [message for message in sendable if id(message) not in taken]
         result.requests += 1
@@ -126,21 +143,29 @@ def publish_ordered(sns: Any, topic_arn: str, messages: Sequence[OutboundMessage
                 TopicArn=topic_arn,
                 PublishBatchRequestEntries=[_entry(i, m, fifo) for i, m in enumerate(chunk)],
             )
-        except (ClientError, BotoCoreError) as error:
-            code = error.response["Error"]["Code"] if isinstance(error, ClientError) else "Error"
+        except AwsFailure as error:
+            code = error_code(error)
+            if not is_retryable(error) and len(chunk) > 1:
+                alone.update(taken)
+                pending = [*chunk, *pending]
+                continue
             for message in chunk:
                 result.failed[message.key] = code
+                if not is_retryable(error):
+                    result.refused[message.key] = code
                 blocked_groups.add(message.group)
             continue
         failed_ids = {f["Id"]: f.get("Code", "Failed") for f in response.get("Failed", [])}
         # A per-entry failure inside one request cannot be undone for the entries SNS
         # accepted; FIFO requests hold one entry per interaction, so none overtakes it there.
         for index, message in enumerate(chunk):
-            code = failed_ids.get(str(index))
-            if code is None:
+            entry_code = failed_ids.get(str(index))
+            if entry_code is None:
                 result.published.add(message.key)
             else:
-                result.failed[message.key] = code
+                result.failed[message.key] = entry_code
+                if entry_code in NON_RETRYABLE_CODES:
+                    result.refused[message.key] = entry_code
                 blocked_groups.add(message.group)
     result.seconds = time.perf_counter() - started
     return result

@@ -9,7 +9,7 @@ they are ordered by time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
@@ -50,38 +50,53 @@ def time_key(event: Ordered) -> tuple[str, str]:
     return (event.occurred_at, tie_breaker(event))
 
 
-def precedes(first: Ordered, second: Ordered) -> bool:
-    """`first` comes before `second`: by sequence when both carry one, else by time."""
-    if first.sequence is not None and second.sequence is not None:
+def by_time(events: Iterable[Ordered]) -> bool:
+    """The mixed-key rule: an interaction is ordered by time as soon as one of its events
+    carries no sequence."""
+    return any(event.sequence is None for event in events)
+
+
+def precedes(first: Ordered, second: Ordered, *, mixed: bool = False) -> bool:
+    """`first` comes before `second`: by sequence when both carry one and the interaction is
+    not `mixed` (some event of it without a sequence), else by time."""
+    if not mixed and first.sequence is not None and second.sequence is not None:
         return sequence_key(first) < sequence_key(second)
     return time_key(first) < time_key(second)
 
 
-def sort_interaction(items: Sequence[T], event_of: Callable[[T], Ordered] = _itself) -> list[T]:
-    """One interaction's events (or things carrying one, via `event_of`) in order-key order."""
-    if all(event_of(item).sequence is not None for item in items):
+def sort_interaction(
+    items: Sequence[T], event_of: Callable[[T], Ordered] = _itself, *, mixed: bool = False
+) -> list[T]:
+    """One interaction's events (or things carrying one, via `event_of`) in order-key order;
+    by time when `mixed` or when one of them carries no sequence."""
+    if not mixed and not by_time(event_of(item) for item in items):
         return sorted(items, key=lambda item: sequence_key(event_of(item)))
     return sorted(items, key=lambda item: time_key(event_of(item)))
 
 
 @dataclass(frozen=True)
 class HighWaterMark:
-    """The greatest order keys already sent for one interaction, one per kind of key."""
+    """The greatest order keys already sent for one interaction, one per kind of key, and
+    whether an event without a sequence was among them (the interaction is then mixed, and
+    every comparison goes by time: the sequence mark alone would ignore the time mark that
+    the unsequenced events left)."""
 
     sequence: tuple[int, str] | None = None
     time: tuple[str, str] | None = None
+    unsequenced: bool = False
 
     def is_late(self, event: Ordered) -> bool:
         """Older than an event already sent: delivered anyway, flagged `late`."""
-        if event.sequence is not None and self.sequence is not None:
+        mixed = self.unsequenced or event.sequence is None
+        if not mixed and self.sequence is not None:
             return sequence_key(event) < self.sequence
         return self.time is not None and time_key(event) < self.time
 
     def advance(self, event: Ordered) -> HighWaterMark:
         mark = self
-        if event.sequence is not None and (
-            mark.sequence is None or sequence_key(event) > mark.sequence
-        ):
+        if event.sequence is None:
+            mark = replace(mark, unsequenced=True)
+        elif mark.sequence is None or sequence_key(event) > mark.sequence:
             mark = replace(mark, sequence=sequence_key(event))
         if mark.time is None or time_key(event) > mark.time:
             mark = replace(mark, time=time_key(event))

@@ -55,7 +55,7 @@ import functools
 import hashlib
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -104,7 +104,7 @@ def time_sort_of(occurred_at: str, interaction_id: str, sequence: int | None, ev
     return f"{occurred_at}#{interaction_id}#{order}#{event_id}"
 
 
-def time_sort(message: dict[str, Any]) -> str:
+def time_sort(message: Mapping[str, Any]) -> str:
     return time_sort_of(
         message["occurred_at"],
         message["interaction_id"],
@@ -136,7 +136,7 @@ def _message_dictionary() -> bytes:
     return list(_dictionaries().values())[-1]
 
 
-def encode_message(message: dict[str, Any]) -> bytes:
+def encode_message(message: Mapping[str, Any]) -> bytes:
     """`m`: the message without the fields the item's key and time_sort hold, compressed
     with the current message dictionary."""
     rest = {name: value for name, value in message.items() if name not in _FIELDS_IN_KEYS}
@@ -228,7 +228,7 @@ def _expires_at(now: datetime, retention_days: int) -> dict[str, str]:
 
 
 def event_item(
-    message: dict[str, Any],
+    message: Mapping[str, Any],
     *,
     dedup_key: str,
     payload_sha256: str,
@@ -262,7 +262,7 @@ class TimeIndexEntry:
         return event_key(self.interaction_id, self.dedup_key)
 
 
-def _entry_fields(message: dict[str, Any], dedup_key: str) -> list[Any]:
+def _entry_fields(message: Mapping[str, Any], dedup_key: str) -> list[Any]:
     sequence = message.get("sequence")
     return [
         message["occurred_at"][SECOND_CHARS:],
@@ -275,7 +275,7 @@ def _entry_fields(message: dict[str, Any], dedup_key: str) -> list[Any]:
 
 
 def time_index_items(
-    messages: Sequence[tuple[dict[str, Any], str]],
+    messages: Sequence[tuple[Mapping[str, Any], str]],
     *,
     shards: int,
     retention_days: int,

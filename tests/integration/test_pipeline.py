@@ -30,11 +30,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.config import DETAIL_TYPE_ROUTING
-from chalicelib.ingest.batch import BatchFailed, IngestBatch, SqsRecord
+from chalicelib.ingest.batch import IngestBatch, SqsRecord
+from chalicelib.ingest.handler import BatchFailed
 from chalicelib.model import QUARANTINE_RAW_LIMIT, SNS_MAX_MESSAGE_BYTES, delivered_message
 from chalicelib.providers.validation import validate_record
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
-from tests.support.fakes import FakeAws, FakeClock, fault_hook
+from chalicelib.telemetry import TALLY
+from tests.support.fakes import FakeAws, FakeClock, client_error, fault_hook
 from tests.support.helpers import DELIVERED_FIELDS, cxone_event, drain_queue, sqs_lambda_event
 from tests.unit import test_pipeline_properties as properties
 
@@ -168,6 +170,13 @@ def build_stage(runtime: Runtime, session: boto3.Session) -> Stage:
         },
         quarantine_queue=subscribe(sqs, sns, runtime.quarantine_topic),
     )
+
+
+@pytest.fixture(autouse=True)
+def report_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read the function's batchItemFailures, as a mapping with
+    ReportBatchItemFailures does ("report" mode); the default ("raise") has its own tests."""
+    monkeypatch.setenv("RELAY_BATCH_FAILURE_MODE", "report")
 
 
 @pytest.fixture
@@ -454,11 +463,130 @@ def test_an_event_older_than_one_already_sent_is_delivered_flagged_late(stage: S
         assert [d.attributes["late"] for d in deliveries] == ["false", "true", "false"]
 
 
+def test_with_mixed_keys_late_is_decided_by_time(stage: Stage) -> None:
+    """Sequences and times mixed in one interaction: compared by time. Sequence 9 is above
+    every sequence sent, but it happened before an unsequenced event already sent."""
+    sequenced = event("int-mixed", 3, timestamp="2026-11-29T09:00:01.000Z")
+    unsequenced = event("int-mixed", timestamp="2026-11-29T09:00:05.000Z")
+    older_by_time = event("int-mixed", 9, timestamp="2026-11-29T09:00:02.000Z")
+    for envelope in (sequenced, unsequenced, older_by_time):
+        assert stage.invoke_bodies([envelope]) == {"batchItemFailures": []}
+
+    for consumer in stage.consumer_queues:
+        late = [(d.body["event_id"], d.body["late"]) for d in stage.deliveries(consumer)]
+        assert late == [
+            (sequenced["id"], False),
+            (unsequenced["id"], False),
+            (older_by_time["id"], True),
+        ]
+
+
+def test_a_conflicting_resend_while_the_first_copy_is_in_flight_never_takes_over(
+    stage: Stage,
+) -> None:
+    """Simulates (moto cannot) SNS failing crm-updater's entries for the first attempt, so
+    the first copy of provider event `evt-1` stays in flight; a re-send under the same
+    provider id with another payload then arrives alone. It waits (failed, retried) instead of
+    being published; the first copy's retry finishes, and then the re-send is a duplicate,
+    counted as a conflict. Consumers and the store only ever see the first payload."""
+    crm_topic = stage.runtime.consumer_topics["crm-updater"]
+    restore = fail_entries(stage, lambda topic, _: topic == crm_topic)
+    first = event("int-conflict", 1, provider_event_id="evt-1", note="first")
+    resend = event("int-conflict", 1, provider_event_id="evt-1", note="second")
+    # It reaches two consumers of three: in flight.
+    assert len(stage.invoke_bodies([first])["batchItemFailures"]) == 1
+    restore()
+
+    response = stage.invoke_bodies([resend])
+    assert len(response["batchItemFailures"]) == 1  # waits for the first copy
+    assert stage.invoke_bodies([first]) == {"batchItemFailures": []}  # the first one's retry
+    conflicts = TALLY.snapshot().get("Conflicts", 0)
+    assert stage.invoke_bodies([resend]) == {"batchItemFailures": []}  # now a duplicate
+    assert TALLY.snapshot().get("Conflicts", 0) == conflicts + 1
+
+    for consumer in stage.consumer_queues:
+        notes = [d.body["event"]["detail"]["note"] for d in stage.deliveries(consumer)]
+        assert notes == ["first"], consumer
+    # The events table item is the dedup record: it holds the first payload's fingerprint.
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    items = dynamodb.query(
+        TableName=stage.runtime.settings.names.events_table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "int-conflict"}},
+    )["Items"]
+    assert [item["sha"]["S"] for item in items] == [
+        validate_record(json.dumps(first), stage.runtime.settings).payload_sha256
+    ]
+
+
+def test_a_record_bounced_by_a_busy_interaction_keeps_its_place(stage: Stage) -> None:
+    """FIFO-like order: sequence 2 arrives while another invocation holds the interaction
+    (simulated: its record is written here as that holder left it, mid-publish of sequence
+    1), so it cannot be claimed. Sequence 3 arrives after the holder finished; it waits for 2
+    instead of overtaking it, and 2 is delivered on time, not `late`."""
+    from chalicelib.ingest.claims import InflightClaim, InteractionRecord
+    from chalicelib.ingest.ledger import encode_record
+    from chalicelib.ingest.ordering import HighWaterMark
+
+    first, second, third = (event("int-fifo", n) for n in (1, 2, 3))
+    settings = stage.runtime.settings
+    canonical = validate_record(json.dumps(first), settings)
+    now_ms = int(time.time() * 1000)
+    claim = InflightClaim(
+        dedup_key=canonical.dedup_key,
+        event_id=canonical.event_id,
+        sequence=1,
+        occurred_at=canonical.occurred_at,
+        late=False,
+        received_at=canonical.occurred_at,
+        claimed_at_ms=now_ms,
+    )
+    holder = InteractionRecord(
+        "int-fifo",
+        version=1,
+        lease_owner="another-invocation",
+        lease_until_ms=now_ms + 60_000,
+        hwm=HighWaterMark().advance(canonical),
+        inflight={claim.dedup_key: claim},
+    )
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    dynamodb.put_item(TableName=settings.names.ledger_table, Item=encode_record(holder, 0))
+
+    assert len(stage.invoke_bodies([second])["batchItemFailures"]) == 1  # busy: retried
+    # The holder delivered sequence 1 and released the interaction.
+    released = replace(holder, version=2, lease_owner=None, lease_until_ms=0, inflight={})
+    dynamodb.put_item(TableName=settings.names.ledger_table, Item=encode_record(released, 0))
+    assert len(stage.invoke_bodies([third])["batchItemFailures"]) == 1  # waits for 2
+    assert stage.invoke_bodies([second]) == {"batchItemFailures": []}
+    assert stage.invoke_bodies([third]) == {"batchItemFailures": []}
+
+    for consumer in stage.consumer_queues:
+        received = [(d.body["sequence"], d.body["late"]) for d in stage.deliveries(consumer)]
+        assert received == [(2, False), (3, False)], consumer
+
+
+def test_interaction_records_outlive_every_record_that_can_come_back(stage: Stage) -> None:
+    """A record may wait out the DLQ's retention and then, re-driven, the ingest queue's: its
+    interaction's high-water mark must still be there (or it goes out `late: false`)."""
+    assert stage.invoke_bodies([event("int-ttl", 1)]) == {"batchItemFailures": []}
+    names = stage.runtime.settings.names
+    retention = 0
+    for queue in (names.ingest_queue, names.ingest_dlq):
+        url = stage.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        attributes = stage.sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["MessageRetentionPeriod"]
+        )["Attributes"]
+        retention += int(attributes["MessageRetentionPeriod"])
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    record = dynamodb.get_item(TableName=names.ledger_table, Key={"pk": {"S": "int-ttl"}})["Item"]
+    assert int(record["expires_at"]["N"]) - time.time() >= retention - 60
+
+
 # --------------------------------------------------------------------------- failures
 
 
 def fail_entries(
-    stage: Stage, should_fail: Callable[[str, dict[str, Any]], bool]
+    stage: Stage, should_fail: Callable[[str, dict[str, Any]], bool], code: str = "InternalError"
 ) -> Callable[[], None]:
     """Make SNS fail the PublishBatch entries `should_fail(topic, message)` picks and accept
     the others: what SNS reports when, e.g., a topic's KMS key throttles. moto cannot, so the
@@ -478,7 +606,12 @@ def fail_entries(
         return {
             "Successful": [{"Id": e["Id"], "MessageId": uuid.uuid4().hex} for e in accepted],
             "Failed": [
-                {"Id": e["Id"], "Code": "InternalError", "SenderFault": False, "Message": "x"}
+                {
+                    "Id": e["Id"],
+                    "Code": code,
+                    "SenderFault": code != "InternalError",
+                    "Message": "x",
+                }
                 for e in failing
             ],
         }
@@ -533,6 +666,62 @@ def test_a_partly_failed_publish_is_retried_soon_and_only_to_the_consumer_that_m
         "crm-updater": [envelope["id"]],
         "agent-dashboard": [],
     }
+
+
+def test_an_entry_sns_refuses_for_good_is_quarantined_and_holds_nothing_back(
+    stage: Stage,
+) -> None:
+    """Simulates (moto cannot) SNS refusing one event's entry on one topic with
+    InvalidParameter, as it refuses an empty attribute value: retrying cannot fix that, so the
+    record is quarantined with the reason, its neighbours are delivered, the batch does not
+    fail, and the interaction's next event is not held back by the refused one."""
+    crm_topic = stage.runtime.consumer_topics["crm-updater"]
+    refused = event("int-refused", 1)
+    fail_entries(
+        stage,
+        lambda topic, message: topic == crm_topic and message.get("event_id") == refused["id"],
+        code="InvalidParameter",
+    )
+    neighbour = event("int-neighbour", 1)
+    lambda_event = stage.send_and_receive([json.dumps(refused), json.dumps(neighbour)])
+    refused_message_id = next(
+        r["messageId"]
+        for r in lambda_event["Records"]
+        if json.loads(r["body"])["id"] == refused["id"]
+    )
+
+    assert stage.invoke(lambda_event) == {"batchItemFailures": []}
+
+    quarantined = stage.quarantined()
+    assert list(quarantined) == [refused_message_id]
+    assert quarantined[refused_message_id]["reason"] == "invalid"
+    assert "InvalidParameter" in quarantined[refused_message_id]["errors"]["_publish"][0]
+    assert stage.delivered_ids()["crm-updater"] == [neighbour["id"]]
+    later = event("int-refused", 2)
+    assert stage.invoke_bodies([later]) == {"batchItemFailures": []}
+    assert stage.delivered_ids()["crm-updater"] == [later["id"]]
+
+
+def test_a_request_sns_refuses_as_a_whole_is_resent_entry_by_entry(stage: Stage) -> None:
+    """Simulates (moto cannot) SNS refusing a whole PublishBatch with InvalidParameter because
+    of one entry: the entries go again one per request, so only that one is poison."""
+    spoiler = event("int-spoiler", 1)
+
+    def refuse(params: dict[str, Any]) -> BaseException | None:
+        entries = params["PublishBatchRequestEntries"]
+        ids = [json.loads(e["Message"]).get("event_id") for e in entries]
+        if spoiler["id"] in ids:
+            return client_error("InvalidParameter", "PublishBatch", "empty attribute value")
+        return None
+
+    fault_hook(stage.runtime.sns, "PublishBatch", refuse)
+    others = [event(f"int-spoiled-{n}", 1) for n in range(3)]
+
+    assert stage.invoke_bodies([spoiler, *others]) == {"batchItemFailures": []}
+
+    assert [q["reason"] for q in stage.quarantined().values()] == ["invalid"]
+    for consumer, ids in stage.delivered_ids().items():
+        assert sorted(ids) == sorted(e["id"] for e in others), consumer
 
 
 def test_without_batch_item_failures_the_successes_are_deleted_and_the_batch_raises(

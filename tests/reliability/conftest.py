@@ -13,8 +13,11 @@ from tests.support.reliability import Stage, opened, provisioned_stage
 
 @pytest.fixture(scope="module")
 def shared_runtime(aws_endpoint: str) -> Iterator[Runtime]:
-    """One stage for the module; each test uses interactions of its own."""
-    with provisioned_stage() as runtime:
+    """One stage for the module; each test uses interactions of its own. Its mapping reports
+    batch item failures (as provisioning turns it on) and the tests read the function's
+    responses, so the stage runs in "report" mode; tests/reliability/
+    test_no_batch_item_failures.py covers the default on a mapping without it."""
+    with provisioned_stage(RELAY_BATCH_FAILURE_MODE="report") as runtime:
         yield runtime
 
 

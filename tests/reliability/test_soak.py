@@ -37,8 +37,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.ingest import batch as pipeline
-from chalicelib.ingest.ledger import MAX_ATTEMPTS
+from chalicelib.aws import BATCH_ATTEMPTS, QUEUE_URLS
 from chalicelib.runtime import Runtime
 from chalicelib.stack import stack_spec
 from chalicelib.telemetry import TALLY
@@ -94,7 +93,7 @@ class RandomFaults(Faults):
         thread = threading.current_thread().name
         with self.lock:
             draw = self.rng.random()
-        if self.write_streak[thread] >= MAX_ATTEMPTS - 2 or draw >= 2 * FAULT_RATE:
+        if self.write_streak[thread] >= BATCH_ATTEMPTS - 2 or draw >= 2 * FAULT_RATE:
             self.write_streak[thread] = 0
             return None
         self.write_streak[thread] += 1
@@ -273,7 +272,7 @@ def test_5000_events_with_random_faults_reconcile(
     dynamodb = FaultyClient(runtime.client("dynamodb"), "dynamodb", faults)
     with runtime._lock:
         runtime._clients.update(sns=sns, dynamodb=dynamodb, sqs=queue_sqs)
-    monkeypatch.setattr(pipeline, "_QUEUE_URLS", {})  # the queue's URL is the fake's
+    monkeypatch.setattr(QUEUE_URLS, "_urls", {})  # the queue's URL is the fake's
     items = generate_traffic(EVENTS, TrafficProfile(), seed=SEED)
     summary = summarize(items)
     for item in items:

@@ -24,7 +24,7 @@ from typing import Any
 
 from chalice.test import Client
 
-from chalicelib.ingest.batch import handle_ingest
+from chalicelib.ingest.handler import handle_ingest
 from chalicelib.runtime import Runtime
 from tests.support.helpers import sqs_lambda_event
 from tests.support.reliability import ACCOUNT_ID, REGION, lifecycle, provisioned_stage, unique

@@ -19,12 +19,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from chalicelib.formats import rfc3339
 from chalicelib.ingest.claims import (
+    ArrivalMark,
+    Arrivals,
     Candidate,
     InflightClaim,
     InteractionPlan,
     InteractionRecord,
     LeaseTerms,
     Publication,
+    marks_to_write,
     plan_interaction,
     settle_interaction,
 )
@@ -138,12 +141,16 @@ def test_high_water_mark_holds_the_greatest_key_of_each_kind(events, data) -> No
     sequenced = [sequence_key(e) for e in events if e.sequence is not None]
     assert mark.sequence == (max(sequenced) if sequenced else None)
     assert mark.time == (max(map(time_key, events)) if events else None)
+    assert mark.unsequenced is any(e.sequence is None for e in events)
 
 
 @given(sent=mixed_events, event=mixed_events.filter(bool).map(lambda es: es[0]))
 def test_an_event_is_late_exactly_when_older_than_the_mark_of_its_kind(sent, event) -> None:
+    """By sequence only while the interaction's events (sent ones and this one) all carry a
+    sequence; as soon as one does not, by time (the mixed-key rule)."""
     mark = fold(HighWaterMark(), sent)
-    if event.sequence is not None and mark.sequence is not None:
+    mixed = event.sequence is None or any(e.sequence is None for e in sent)
+    if not mixed and mark.sequence is not None:
         expected = sequence_key(event) < mark.sequence
     else:
         expected = mark.time is not None and time_key(event) < mark.time
@@ -151,6 +158,45 @@ def test_an_event_is_late_exactly_when_older_than_the_mark_of_its_kind(sent, eve
     if not expected:
         # Sending it makes it the newest: it is not late against itself.
         assert not mark.advance(event).is_late(event)
+
+
+@given(events=mixed_events, data=st.data())
+def test_with_mixed_keys_the_events_not_flagged_late_go_out_in_time_order(events, data) -> None:
+    """Events claimed one by one in any arrival order: once an event without a sequence was
+    sent, every later event that is not flagged late is newer by time than all sent before
+    it, so consumers see an interaction's timely events in time order."""
+    mark = HighWaterMark()
+    sent: list[CanonicalEvent] = []
+    for event in data.draw(st.permutations(events)):
+        timely = not mark.is_late(event)
+        mixed = event.sequence is None or any(e.sequence is None for e in sent)
+        if timely and mixed:
+            assert all(time_key(e) <= time_key(event) for e in sent), (event, sent)
+        mark = mark.advance(event)
+        sent.append(event)
+
+
+def test_a_sequenced_event_older_by_time_than_an_unsequenced_one_sent_is_late() -> None:
+    unsequenced = make_event(1, offset_ms=5_000)
+    sequenced_before = make_event(2, sequence=3, offset_ms=1_000)
+    sequenced_after = make_event(3, sequence=9, offset_ms=2_000)
+    mark = fold(HighWaterMark(), [sequenced_before, unsequenced])
+    # Sequence 9 is above the sequence mark, but 2 s is before the time mark (5 s).
+    assert mark.is_late(sequenced_after)
+
+
+def test_the_ledger_keeps_the_mixed_flag_and_reads_records_written_without_it() -> None:
+    from chalicelib.ingest.ledger import decode_record, encode_record
+
+    mark = fold(HighWaterMark(), [make_event(1, sequence=2), make_event(2, offset_ms=9)])
+    record = InteractionRecord("int-1", version=3, hwm=mark)
+    assert decode_record("int-1", encode_record(record, expires_at=1)).hwm == mark
+    # Written before the flag existed: a time mark and no sequence mark means unsequenced only.
+    legacy = {"pk": {"S": "int-1"}, "v": {"N": "1"}, "lu": {"N": "0"}}
+    legacy |= {"ht": {"S": "2026-11-29T09:00:00.000Z"}, "hti": {"S": "e001"}}
+    assert decode_record("int-1", legacy).hwm.unsequenced
+    with_both = legacy | {"hs": {"N": "4"}, "hsi": {"S": "e001"}}
+    assert not decode_record("int-1", with_both).hwm.unsequenced
 
 
 @given(kind=st.sampled_from(["sequence", "time"]), data=st.data())
@@ -257,8 +303,8 @@ def ledger_states(
     return record, candidates, stored
 
 
-def precedes(first: Any, second: Any) -> bool:
-    if first.sequence is not None and second.sequence is not None:
+def precedes(first: Any, second: Any, mixed: bool = False) -> bool:
+    if not mixed and first.sequence is not None and second.sequence is not None:
         return sequence_key(first) < sequence_key(second)
     return time_key(first) < time_key(second)
 
@@ -286,7 +332,9 @@ def test_plan_decides_every_candidate_once(state) -> None:
     # A holder whose claims are all stored has finished (it skipped its release write).
     holder_busy = any(key not in stored for key in record.inflight)
     if holder_busy and record.leased_by_other(ME, NOW_MS):
-        assert waiting == {c.dedup_key for c in fresh} and plan.wait_reason == "interaction_busy"
+        assert waiting == {c.dedup_key for c in fresh} and set(plan.wait_reasons.values()) == {
+            "interaction_busy"
+        }
         assert plan.claimed is None
         return
     # Publications come in order-key order; a claim is written exactly when something is.
@@ -295,7 +343,7 @@ def test_plan_decides_every_candidate_once(state) -> None:
     )
     assert (plan.claimed is not None) == bool(plan.publications)
     if waiting:
-        assert plan.wait_reason == "older_event_pending"
+        assert set(plan.wait_reasons.values()) == {"older_event_pending"}
 
 
 @settings(max_examples=200)
@@ -323,15 +371,15 @@ def test_a_claim_takes_the_lease_and_keeps_what_earlier_claims_decided(state) ->
         assert claimed.inflight[publication.candidate.dedup_key] == publication.claim
     assert claimed.hwm == fold(record.hwm, [p.candidate.event for p in new_claims])
 
-    # Stored keys leave the record; stuck claims (not in the batch) are abandoned; the other
-    # claims of earlier batches stay in flight, unchanged.
+    # Stored keys leave the record; stuck claims (not in the batch) no longer block but stay,
+    # unchanged, to be resumed; the other claims of earlier batches stay in flight, unchanged.
     in_batch = {c.dedup_key for c in candidates}
     for key, claim in record.inflight.items():
         stuck = NOW_MS - claim.claimed_at_ms >= STUCK_MS
         if key in stored:
             assert key not in claimed.inflight
         elif key not in in_batch and stuck:
-            assert key in plan.abandoned and key not in claimed.inflight
+            assert key in plan.abandoned and claimed.inflight[key] == claim
         else:
             assert key not in plan.abandoned
             if key not in {p.candidate.dedup_key for p in plan.publications}:
@@ -351,10 +399,17 @@ def test_only_events_newer_than_a_pending_claim_wait(state) -> None:
         for key, claim in record.inflight.items()
         if key not in stored and key not in in_batch and NOW_MS - claim.claimed_at_ms < STUCK_MS
     ]
+    fresh = [c.event for c in candidates if c.dedup_key not in stored]
+    kept = [
+        claim
+        for key, claim in record.inflight.items()
+        if key not in stored and (key in in_batch or NOW_MS - claim.claimed_at_ms < STUCK_MS)
+    ]
+    mixed = any(e.sequence is None for e in [*fresh, *kept]) or record.hwm.unsequenced
     for candidate in candidates:
         if candidate.dedup_key in stored:
             continue
-        held_back = any(precedes(claim, candidate.event) for claim in pending)
+        held_back = any(precedes(claim, candidate.event, mixed) for claim in pending)
         assert (candidate in plan.waiting) is held_back, (candidate.event, pending)
 
 
@@ -422,7 +477,7 @@ def test_a_busy_lease_holds_every_fresh_event_but_not_duplicates() -> None:
     )
     assert [(c.dedup_key, conflict) for c, conflict in plan.duplicates] == [("e001", False)]
     assert [c.dedup_key for c in plan.waiting] == ["e002"]
-    assert plan.wait_reason == "interaction_busy" and plan.claimed is None
+    assert set(plan.wait_reasons.values()) == {"interaction_busy"} and plan.claimed is None
     # The same lease, expired (its holder crashed), is taken over.
     expired = replace(record, lease_until_ms=NOW_MS)
     taken = plan_interaction(expired, [Candidate(fresh, ("m2",))], {}, terms())
@@ -604,3 +659,109 @@ TestOneInteraction.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+# --------------------------------------------------------------------------- arrival marks
+
+
+def arrivals_of(*events: CanonicalEvent, marked_at_ms: int = NOW_MS - 1_000) -> Arrivals:
+    return Arrivals(1, {e.dedup_key: ArrivalMark.of(e, marked_at_ms) for e in events})
+
+
+@given(events=interaction_events(min_size=2), data=st.data())
+def test_an_event_newer_than_one_that_arrived_earlier_waits_for_it(events, data) -> None:
+    """An arrival mark holds its event's place as an in-flight claim does: newer events wait,
+    older ones go; a mark stops counting once its event is in the batch, stored or stuck."""
+    marked = data.draw(st.sampled_from(events))
+    others = [e for e in events if e is not marked]
+    candidates = [Candidate(e, (f"m-{e.event_id}",)) for e in others]
+    plan = plan_interaction(
+        InteractionRecord("int-1"), candidates, {}, terms(), arrivals_of(marked)
+    )
+    for candidate in candidates:
+        assert (candidate in plan.waiting) is precedes(marked, candidate.event)
+        if candidate in plan.waiting:
+            assert plan.wait_reason(candidate) == "older_event_pending"
+
+    with_it = [*candidates, Candidate(marked, ("m-marked",))]
+    in_batch = plan_interaction(
+        InteractionRecord("int-1"), with_it, {}, terms(), arrivals_of(marked)
+    )
+    assert not in_batch.waiting
+    stored = {marked.dedup_key: marked.payload_sha256}
+    done = plan_interaction(
+        InteractionRecord("int-1"), candidates, stored, terms(), arrivals_of(marked)
+    )
+    assert not done.waiting
+    stuck = arrivals_of(marked, marked_at_ms=NOW_MS - STUCK_MS)
+    assert not plan_interaction(InteractionRecord("int-1"), candidates, {}, terms(), stuck).waiting
+
+
+def test_marks_are_written_once_per_bounced_event_and_drop_claimed_and_stuck_ones() -> None:
+    first, second, third, fourth = (make_event(n, sequence=n) for n in range(1, 5))
+    arrivals = Arrivals(
+        3,
+        {
+            first.dedup_key: ArrivalMark.of(first, NOW_MS - 1_000),
+            second.dedup_key: ArrivalMark.of(second, NOW_MS - STUCK_MS),
+        },
+    )
+    bounce = [Candidate(e, (f"m-{e.event_id}",)) for e in (first, fourth)]
+    marks = marks_to_write(arrivals, bounce, {third.dedup_key}, NOW_MS, STUCK_MS)
+    assert marks is not None
+    # The first keeps its first mark; the stuck one goes; the fourth gets one.
+    assert marks == {
+        first.dedup_key: arrivals.marks[first.dedup_key],
+        fourth.dedup_key: ArrivalMark.of(fourth, NOW_MS),
+    }
+    # A record marked before costs no write.
+    assert marks_to_write(arrivals, bounce[:1], (), NOW_MS, STUCK_MS) is None
+    # Claimed now: its mark rides out with the next write.
+    again = marks_to_write(
+        Arrivals(4, marks),
+        [*bounce[1:], Candidate(third, ("m3",))],
+        {first.dedup_key},
+        NOW_MS,
+        STUCK_MS,
+    )
+    assert again is not None and first.dedup_key not in again
+
+
+def test_arrival_marks_survive_the_ledger_encoding() -> None:
+    from chalicelib.ingest.ledger import decode_arrivals, encode_arrivals
+
+    arrivals = Arrivals(
+        2,
+        {
+            "e001": ArrivalMark.of(make_event(1, sequence=4), NOW_MS),
+            "e002": ArrivalMark.of(make_event(2, offset_ms=7), NOW_MS),
+        },
+    )
+    assert decode_arrivals(encode_arrivals("int-1", 2, arrivals.marks, expires_at=1)) == arrivals
+
+
+def test_a_stuck_claim_is_resumed_by_a_later_copy_not_claimed_again() -> None:
+    """A claim older than the stuck age stops holding its interaction back; when its event
+    comes back later (re-driven from the DLQ), it goes only to the consumers that miss it,
+    with the `late` and event id decided at the first claim."""
+    stuck_event, newer = make_event(1, sequence=1), make_event(2, sequence=2)
+    claim = InflightClaim(
+        dedup_key=stuck_event.dedup_key,
+        event_id="first-copy",
+        sequence=1,
+        occurred_at=stuck_event.occurred_at,
+        late=True,
+        received_at="2026-11-29T09:00:00.000Z",
+        claimed_at_ms=NOW_MS - STUCK_MS,
+        delivered=frozenset({"analytics-sink"}),
+    )
+    record = InteractionRecord("int-1", version=4, inflight={claim.dedup_key: claim})
+
+    unblocked = plan_interaction(record, [Candidate(newer, ("m2",))], {}, terms())
+    assert not unblocked.waiting and unblocked.abandoned == (claim.dedup_key,)
+    assert unblocked.claimed is not None
+    assert unblocked.claimed.inflight[claim.dedup_key] == claim
+
+    resumed = plan_interaction(unblocked.claimed, [Candidate(stuck_event, ("m1",))], {}, terms())
+    (publication,) = resumed.publications
+    assert publication.claim == claim  # delivered, late and event id as first decided

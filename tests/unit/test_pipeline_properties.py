@@ -45,11 +45,11 @@ from botocore.exceptions import BotoCoreError, EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chalicelib.aws import BATCH_ATTEMPTS, QUEUE_URLS
 from chalicelib.config import load_settings
 from chalicelib.ingest import batch as pipeline_module
-from chalicelib.ingest import ledger as ledger_module
-from chalicelib.ingest.batch import handle_ingest
-from chalicelib.ingest.ledger import MAX_ATTEMPTS
+from chalicelib.ingest.fanout import fifo_id
+from chalicelib.ingest.handler import handle_ingest
 from chalicelib.stack import stack_spec
 from chalicelib.store.layout import event_key
 from chalicelib.telemetry import Tally
@@ -75,6 +75,8 @@ SETTINGS = load_settings(
         "RELAY_LEASE_SECONDS": "10",
         "RELAY_BACKOFF_BASE_SECONDS": "1",
         "RELAY_BACKOFF_MAX_SECONDS": "4",
+        # The model mapping honours batchItemFailures, as provisioning sets it.
+        "RELAY_BATCH_FAILURE_MODE": "report",
     }
 )
 # Longer than the lease, as in every stage (6 x the function timeout): a dead invocation's
@@ -111,24 +113,27 @@ class Stream:
 
 @st.composite
 def streams(draw: st.DrawFn, max_interactions: int = 4, max_events: int = 8) -> Stream:
-    """Interactions of 1-8 events, keyed by sequence or by time only (ties included), some
-    with the provider's own event ids (reused across interactions: dedup is per interaction);
-    each event sent 1-3 times, as the same record or as a provider re-send with a new
-    envelope id; plus a few invalid records."""
+    """Interactions of 1-8 events, keyed by sequence, by time only (ties included) or mixed
+    (some events with a sequence, some without: ordered by time), some with the provider's own
+    event ids (reused across interactions: dedup is per interaction); each event sent 1-3
+    times, as the same record or as a provider re-send with a new envelope id, which may carry
+    another payload (a conflict: the first payload claimed wins); plus a few invalid records."""
     events: list[StreamEvent] = []
     bodies: list[str] = []
     for i in range(draw(st.integers(1, max_interactions))):
         interaction = f"int-{i}"
-        with_sequence = draw(st.booleans())
+        kind = draw(st.sampled_from(["sequence", "time", "mixed"]))
         provider_ids = draw(st.booleans())
         count = draw(st.integers(1, max_events))
         sequences = draw(st.lists(st.integers(0, 30), min_size=count, max_size=count, unique=True))
         for j in range(count):
-            if with_sequence:
+            sequenced = kind == "sequence" or (kind == "mixed" and draw(st.booleans()))
+            if sequenced:
+                # A sequenced event's time follows its sequence, as a provider's clock would.
                 sequence: int | None = sequences[j]
                 millis = sequences[j] * 1000
             else:
-                sequence, millis = None, draw(st.integers(0, 5)) * 500
+                sequence, millis = None, draw(st.integers(0, 60)) * 500
             detail: dict[str, Any] = {
                 "interaction.id": interaction,
                 "stage": draw(st.sampled_from(STAGES)),
@@ -141,13 +146,16 @@ def streams(draw: st.DrawFn, max_interactions: int = 4, max_events: int = 8) -> 
                 detail["eventId"] = f"evt-{j}"
             event_id = f"{i}-{j}"
             body = envelope(event_id, detail)
-            order_key = (sequence, event_id) if with_sequence else (detail["timestamp"], event_id)
+            by_sequence = kind == "sequence"
+            order_key = (sequence, event_id) if by_sequence else (detail["timestamp"], event_id)
             events.append(
                 StreamEvent(interaction, detail.get("eventId", event_id), event_id, order_key, body)
             )
             for copy in range(draw(st.integers(1, 3))):
                 resend = provider_ids and copy > 0 and draw(st.booleans())
-                copy_body = envelope(f"{event_id}-r{copy}", detail) if resend else body
+                conflicting = resend and draw(st.booleans())
+                copy_detail = detail | {"note": f"changed-{copy}"} if conflicting else detail
+                copy_body = envelope(f"{event_id}-r{copy}", copy_detail) if resend else body
                 bodies.append(json.dumps(copy_body))
     invalid = [
         f"{body} " * (n + 1)  # distinct bodies, each its own quarantine message
@@ -315,9 +323,9 @@ class ChaosFaults(Faults):
             raise self.rng.choice([throttling, internal_error, connection_lost])(call.operation)
 
     def _write_fault(self, invocation: Invocation) -> None:
-        """The ledger gives up on a settle after MAX_ATTEMPTS failed tries in a row."""
+        """The ledger gives up on a settle after BATCH_ATTEMPTS failed tries in a row."""
         invocation.write_fault_streak += 1
-        if invocation.write_fault_streak >= MAX_ATTEMPTS:
+        if invocation.write_fault_streak >= BATCH_ATTEMPTS:
             invocation.settle_failed = True
 
     def after(self, call: Call) -> None:
@@ -397,13 +405,13 @@ class Run:
 def patched(clock: FakeClock, tally: Tally) -> Iterator[None]:
     with (
         mock.patch("chalicelib.ingest.batch.utc_now", clock.now),
-        mock.patch.object(ledger_module, "_backoff", lambda attempt: None),
+        mock.patch("chalicelib.aws._sleep_before_retry", lambda attempt: None),
         mock.patch("chalicelib.telemetry.TALLY", tally),
         # This queue model has no DLQ: records retry until they succeed, however long that
         # takes, so a claim must never be given up as stuck (what a DLQ'd record's becomes).
         mock.patch("chalicelib.ingest.batch.stuck_claim_ms", lambda stage: 10**12),
         # The queue URL cache would make the first example's calls differ from a replay's.
-        mock.patch.dict(pipeline_module._QUEUE_URLS, clear=True),
+        mock.patch.dict(QUEUE_URLS._urls, clear=True),
     ):
         yield
 
@@ -511,6 +519,7 @@ def check_deliveries(stream: Stream, run: Run) -> None:
     expected = {(e.interaction_id, e.dedup_key): e for e in stream.events}
     late: dict[tuple[str, str], bool] = {}
     event_ids: dict[tuple[str, str], str] = {}
+    payloads: dict[tuple[str, str], str] = {}
     for consumer, deliveries in run.aws.consumer_messages().items():
         counts: Counter[tuple[str, str]] = Counter()
         first: dict[str, list[tuple[StreamEvent, bool]]] = defaultdict(list)
@@ -528,6 +537,9 @@ def check_deliveries(stream: Stream, run: Run) -> None:
                 f"{consumer} got {key} as {message['event_id']}, another consumer or an "
                 f"earlier delivery as {event_ids[key]}"
             )
+            # First one wins: a conflicting re-send never replaces the payload claimed first.
+            payload = json.dumps(message["event"]["detail"], sort_keys=True)
+            assert payloads.setdefault(key, payload) == payload, (consumer, key)
             assert delivery.attributes["late"]["StringValue"] == str(message["late"]).lower()
             assert delivery.attributes["interaction_id"]["StringValue"] == key[0]
             if consumer.endswith(".fifo"):
@@ -745,3 +757,17 @@ def test_a_claim_is_not_given_up_while_its_record_may_still_be_retried(stage: st
     (ingest,) = [q for q in stack_spec(settings).queues if q.name == settings.names.ingest_queue]
     longest_life_ms = ingest.max_receive_count * ingest.visibility_timeout * 1000
     assert pipeline_module.stuck_claim_ms(stage) >= longest_life_ms
+
+
+@given(value=st.text(min_size=1, max_size=200))
+def test_fifo_group_and_dedup_ids_are_what_sns_accepts(value: str) -> None:
+    """SNS takes 1-128 ASCII letters, digits and punctuation in a FIFO MessageGroupId or
+    MessageDeduplicationId; anything else (an interaction id in another script, `str.isalnum`
+    letters) is hashed, the same way every time, so grouping and dedup hold."""
+    fifo = fifo_id(value)
+    assert 1 <= len(fifo) <= 128
+    assert all(33 <= ord(c) <= 126 for c in fifo)
+    assert fifo == fifo_id(value)
+    if len(value) <= 128 and all(33 <= ord(c) <= 126 for c in value):
+        assert fifo == value
+    assert fifo_id("ß-Gespräch-1") != fifo_id("ß-Gespräch-2")
