@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chalicelib.config import load_settings
-from chalicelib.ingest.batch import SqsRecord, quarantine_message, too_large
+from chalicelib.ingest.batch import SqsRecord, quarantine_message, undeliverable
 from chalicelib.model import CanonicalEvent, InvalidEvent, delivered_message
 from chalicelib.providers.validation import parse_body, validate_event
 from tests.support.message_schemas import (
@@ -46,7 +46,7 @@ def quarantined(body: str) -> dict[str, Any]:
     parsed = parse_body(body)
     invalid = parsed if isinstance(parsed, InvalidEvent) else validate_event(parsed, SETTINGS)
     if isinstance(invalid, CanonicalEvent):
-        invalid = too_large(invalid, RECEIVED_AT)
+        invalid = undeliverable(invalid, RECEIVED_AT)
     assert invalid is not None
     return json.loads(quarantine_message(record(body), invalid, RECEIVED_AT))
 
