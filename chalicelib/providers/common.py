@@ -203,3 +203,26 @@ def merge_errors(*error_maps: Mapping[str, list[str]]) -> dict[str, list[str]]:
         for path, found in error_map.items():
             merged.setdefault(path, []).extend(found)
     return merged
+
+
+def load_envelope_and_detail(
+    event: dict[str, Any], envelope_schema: Schema, detail_schema: Schema | None
+) -> tuple[dict[str, Any], dict[str, Any]] | dict[str, list[str]]:
+    """The loaded envelope and detail, or every error of both at once (paths under `detail.`).
+
+    `detail_schema` None: the envelope's own errors already say why no detail schema applies
+    (an unknown detail-type); a detail that is not an object is the envelope schema's error."""
+    errors: dict[str, list[str]] = {}
+    envelope: dict[str, Any] = {}
+    detail: dict[str, Any] = {}
+    try:
+        envelope = envelope_schema.load(event)
+    except ValidationError as error:
+        errors = flatten_errors(error.messages)
+    raw_detail = event.get("detail")
+    if detail_schema is not None and isinstance(raw_detail, dict):
+        try:
+            detail = detail_schema.load(raw_detail)
+        except ValidationError as error:
+            errors = merge_errors(errors, flatten_errors(error.messages, "detail"))
+    return errors if errors else (envelope, detail)

@@ -30,8 +30,7 @@ from chalicelib.providers.common import (
     StrictObject,
     Text,
     Timestamp,
-    flatten_errors,
-    merge_errors,
+    load_envelope_and_detail,
 )
 
 # Contact ids are UUIDs and ARNs stay under 2 KB; generous bounds refuse only garbage (the
@@ -171,21 +170,10 @@ def key_fields(event: dict[str, Any]) -> tuple[str, str]:
 
 def to_canonical(event: dict[str, Any], settings: Settings) -> CanonicalEvent | InvalidEvent:
     """Validate an Amazon Connect contact event and map it; every error found is reported."""
-    errors: dict[str, list[str]] = {}
-    envelope: dict[str, Any] = {}
-    detail: dict[str, Any] = {}
-    try:
-        envelope = _ENVELOPE_SCHEMA.load(event)
-    except ValidationError as error:
-        errors = flatten_errors(error.messages)
-    raw_detail = event.get("detail")
-    if isinstance(raw_detail, dict):
-        try:
-            detail = _DETAIL_SCHEMA.load(raw_detail)
-        except ValidationError as error:
-            errors = merge_errors(errors, flatten_errors(error.messages, "detail"))
-    if errors:
-        return InvalidEvent(reason="invalid", errors=errors)
+    loaded = load_envelope_and_detail(event, _ENVELOPE_SCHEMA, _DETAIL_SCHEMA)
+    if not isinstance(loaded, tuple):
+        return InvalidEvent(reason="invalid", errors=loaded)
+    envelope, detail = loaded
 
     event_type: str = detail["event_type"]
     agent = detail.get("agent_info") or {}

@@ -22,8 +22,7 @@ from chalicelib.providers.common import (
     Text,
     Timestamp,
     WholeNumber,
-    flatten_errors,
-    merge_errors,
+    load_envelope_and_detail,
     serialized_size,
 )
 
@@ -146,24 +145,14 @@ def key_fields(event: dict[str, Any]) -> tuple[str, str]:
 
 def to_canonical(event: dict[str, Any], settings: Settings) -> CanonicalEvent | InvalidEvent:
     """Validate a CXone EventBridge event and map it; every error found is reported at once."""
-    errors: dict[str, list[str]] = {}
-    envelope: dict[str, Any] = {}
-    detail: dict[str, Any] = {}
-    try:
-        envelope = _ENVELOPE_SCHEMA.load(event)
-    except ValidationError as error:
-        errors = flatten_errors(error.messages)
     detail_type = event.get("detail-type")
-    raw_detail = event.get("detail")
-    detail_schema_known = isinstance(detail_type, str) and detail_type in _DETAIL_SCHEMAS
-    if detail_schema_known and isinstance(raw_detail, dict):
-        try:
-            detail = _detail_schema(detail_type, settings).load(raw_detail)
-        except ValidationError as error:
-            errors = merge_errors(errors, flatten_errors(error.messages, "detail"))
-    # Otherwise the envelope schema has already said what is wrong with detail-type.
-    if errors:
-        return InvalidEvent(reason="invalid", errors=errors)
+    # An unknown detail-type: the envelope schema says what is wrong with it.
+    known = isinstance(detail_type, str) and detail_type in _DETAIL_SCHEMAS
+    detail_schema = _detail_schema(detail_type, settings) if known else None
+    loaded = load_envelope_and_detail(event, _ENVELOPE_SCHEMA, detail_schema)
+    if not isinstance(loaded, tuple):
+        return InvalidEvent(reason="invalid", errors=loaded)
+    envelope, detail = loaded
 
     occurred: datetime = detail.get("timestamp") or envelope["time"]
     return CanonicalEvent(

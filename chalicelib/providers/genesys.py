@@ -42,8 +42,7 @@ from chalicelib.providers.common import (
     Timestamp,
     datetime_from_epoch_millis,
     described,
-    flatten_errors,
-    merge_errors,
+    load_envelope_and_detail,
 )
 
 ID_PLACEHOLDER = "{id}"
@@ -201,21 +200,10 @@ def describe_sources(settings: Settings) -> str | None:
 
 def to_canonical(event: dict[str, Any], settings: Settings) -> CanonicalEvent | InvalidEvent:
     """Validate a Genesys Cloud EventBridge event and map it onto the canonical fields."""
-    errors: dict[str, list[str]] = {}
-    envelope: dict[str, Any] = {}
-    detail: dict[str, Any] = {}
-    try:
-        envelope = _ENVELOPE_SCHEMA.load(event)
-    except ValidationError as error:
-        errors = flatten_errors(error.messages)
-    raw_detail = event.get("detail")
-    if isinstance(raw_detail, dict):
-        try:
-            detail = _DETAIL_SCHEMA.load(raw_detail)
-        except ValidationError as error:
-            errors = merge_errors(errors, flatten_errors(error.messages, "detail"))
-    if errors:
-        return InvalidEvent(reason="invalid", errors=errors)
+    loaded = load_envelope_and_detail(event, _ENVELOPE_SCHEMA, _DETAIL_SCHEMA)
+    if not isinstance(loaded, tuple):
+        return InvalidEvent(reason="invalid", errors=loaded)
+    envelope, detail = loaded
 
     body: dict[str, Any] = detail["event_body"]
     topic_name: str = detail["topic_name"]
