@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from chalicelib.aws import batch_get, chunked
 from chalicelib.ingest.ordering import sequence_key, sort_interaction, time_key
 from chalicelib.store.layout import (
     EVENT_KEY_PREFIX,
@@ -61,7 +61,6 @@ BATCH_GET_MAX_KEYS = 100
 MAX_EXAMINED_PER_PAGE = 5000
 # Index items one Query asks one shard for, at most (about 650 bytes each when full).
 MAX_ITEMS_PER_QUERY = 100
-_UNPROCESSED_RETRIES = 8
 
 
 @dataclass(frozen=True)
@@ -420,27 +419,19 @@ class _IndexStream:
         return True
 
 
-def batch_get(
+def stored_items(
     dynamodb: Any, table: str, keys: list[dict[str, Any]], *, consistent: bool = False
 ) -> dict[tuple[str, str], Any]:
-    """Items by (pk, sk); keys that no longer exist (expired and deleted) are simply absent."""
+    """Items by (pk, sk); keys that no longer exist (expired and deleted) are simply absent.
+
+    Raises DependencyUnavailable when DynamoDB fails or keeps keys unprocessed."""
     found: dict[tuple[str, str], Any] = {}
-    for start in range(0, len(keys), BATCH_GET_MAX_KEYS):
-        request: dict[str, Any] = {"Keys": keys[start : start + BATCH_GET_MAX_KEYS]}
+    for chunk in chunked(keys, BATCH_GET_MAX_KEYS):
+        request: dict[str, Any] = {"Keys": list(chunk)}
         if consistent:
             request["ConsistentRead"] = True
-        pending: dict[str, Any] = {table: request}
-        attempt = 0
-        while pending:
-            response = dynamodb.batch_get_item(RequestItems=pending)
-            for item in response.get("Responses", {}).get(table, []):
-                found[(item["pk"]["S"], item["sk"]["S"])] = item
-            pending = response.get("UnprocessedKeys") or {}
-            if pending:
-                attempt += 1
-                if attempt > _UNPROCESSED_RETRIES:
-                    raise RuntimeError("DynamoDB left keys unprocessed after repeated retries")
-                time.sleep(min(0.05 * 2**attempt, 1.0))  # throttled: back off, then retry
+        for item in batch_get(dynamodb, {table: request}, "reading stored events").get(table, []):
+            found[(item["pk"]["S"], item["sk"]["S"])] = item
     return found
 
 
@@ -455,14 +446,14 @@ def _stored_items(
     these reads are eventually consistent. The missing ones are read again, consistently
     (rare, so nearly free); what is still missing is left out.
     """
-    found = batch_get(dynamodb, table, [entry.event_key() for entry in entries])
+    found = stored_items(dynamodb, table, [entry.event_key() for entry in entries])
     missing = [
         entry.event_key()
         for entry in entries
         if (entry.interaction_id, event_sort_key(entry.dedup_key)) not in found
     ]
     if missing:
-        found.update(batch_get(dynamodb, table, missing, consistent=True))
+        found.update(stored_items(dynamodb, table, missing, consistent=True))
     return found
 
 

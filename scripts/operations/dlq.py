@@ -26,6 +26,7 @@ from typing import Any
 
 from botocore.exceptions import NoRegionError
 
+from chalicelib.aws import error_code
 from chalicelib.config import ConfigError, load_settings
 from chalicelib.formats import rfc3339
 from scripts.local.target import unreachable_hint, use_local_stack
@@ -175,7 +176,7 @@ def _send_batch(
     try:
         response = sqs.send_message_batch(QueueUrl=target_url, Entries=entries)
     except (BotoCoreError, ClientError) as error:
-        code = getattr(error, "response", {}).get("Error", {}).get("Code") or type(error).__name__
+        code = error_code(error)
         return [], [RedriveFailure(m.message_id, "send", code, str(error)) for m in messages]
     sent = [messages[int(entry["Id"])] for entry in response.get("Successful", [])]
     failures = [
@@ -201,7 +202,7 @@ def _delete_batch(
     try:
         response = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
     except (BotoCoreError, ClientError) as error:
-        code = getattr(error, "response", {}).get("Error", {}).get("Code") or type(error).__name__
+        code = error_code(error)
         return 0, [RedriveFailure(m.message_id, "delete", code, str(error)) for m in messages]
     failures = [
         RedriveFailure(

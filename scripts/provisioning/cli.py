@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from chalicelib.aws import error_code
 from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.cxone.client import CXoneClient, CXoneError, load_cxone_settings
 from chalicelib.cxone.tokens import (
@@ -123,7 +124,7 @@ def queue_arn(sqs: Any, name: str) -> str:
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as error:
-        if "NonExistentQueue" in str(error.response.get("Error", {}).get("Code", "")):
+        if "NonExistentQueue" in error_code(error):
             raise MappingError(
                 f"queue {name} does not exist: run `python -m scripts.provision infra` first"
             ) from None

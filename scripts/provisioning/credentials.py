@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws import error_code
 from chalicelib.cxone.client import AUTH_MODE_ACCESS_KEY
 from chalicelib.cxone.tokens import CredentialsError, parse_credentials
 from scripts.provisioning.actions import Action
@@ -37,10 +38,6 @@ class CredentialsInputError(ValueError):
 
 class SecretStateError(RuntimeError):
     """A secret exists but cannot be used as it is (e.g. scheduled for deletion)."""
-
-
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def identifier_keys(auth_mode: str) -> tuple[str, str]:
@@ -114,7 +111,7 @@ def _current_secret_string(secrets_client: Any, name: str) -> tuple[bool, str | 
     try:
         return True, secrets_client.get_secret_value(SecretId=name).get("SecretString")
     except ClientError as error:
-        code = _error_code(error)
+        code = error_code(error)
         if code == "InvalidRequestException":
             raise SecretStateError(
                 f"secret {name} cannot be read: it is probably scheduled for deletion; restore "
@@ -127,7 +124,7 @@ def _current_secret_string(secrets_client: Any, name: str) -> tuple[bool, str | 
         secrets_client.describe_secret(SecretId=name)
         return True, None
     except ClientError as error:
-        if _error_code(error) == "ResourceNotFoundException":
+        if error_code(error) == "ResourceNotFoundException":
             return False, None
         raise
 

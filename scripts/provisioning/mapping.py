@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws import error_code
 from chalicelib.config import Settings
 from scripts.provisioning.actions import Action
 
@@ -31,10 +32,6 @@ class MappingError(RuntimeError):
     """The mapping is missing or could not be changed; the message says what to do."""
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def ingest_function_name(settings: Settings) -> str:
     """The name Chalice gives the deployed ingest function: <app>-<stage>-<handler>."""
     return f"{settings.app_name}-{settings.stage}-{INGEST_FUNCTION}"
@@ -45,7 +42,7 @@ def function_exists(lambda_client: Any, function_name: str) -> bool:
         lambda_client.get_function(FunctionName=function_name)
         return True
     except ClientError as error:
-        if _error_code(error) == "ResourceNotFoundException":
+        if error_code(error) == "ResourceNotFoundException":
             return False
         raise
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws import error_code
 from chalicelib.config import Settings
 from chalicelib.formats import rfc3339
 from chalicelib.stack import RuleSpec
@@ -28,10 +29,6 @@ PARTNER_SOURCE_PREFIX = "aws.partner/"
 
 class PartnerSourceError(RuntimeError):
     """The partner event source cannot be associated; the message says what to do."""
-
-
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def check_source_name(source_name: str) -> str:
@@ -60,7 +57,7 @@ def describe_source(events: Any, source_name: str) -> dict[str, Any]:
     try:
         return events.describe_event_source(Name=source_name)
     except ClientError as error:
-        if _error_code(error) == "ResourceNotFoundException":
+        if error_code(error) == "ResourceNotFoundException":
             raise PartnerSourceError(
                 f"the partner event source {source_name} does not exist in this account and "
                 "region: create it from the partner's side first (Genesys Cloud: the Amazon "
@@ -75,7 +72,7 @@ def _bus_exists(events: Any, name: str) -> bool:
         events.describe_event_bus(Name=name)
         return True
     except ClientError as error:
-        if _error_code(error) == "ResourceNotFoundException":
+        if error_code(error) == "ResourceNotFoundException":
             return False
         raise
 
@@ -107,7 +104,7 @@ def ensure_partner_source(events: Any, source_name: str, dry_run: bool) -> list[
             events.create_event_bus(Name=source_name, EventSourceName=source_name)
         except ClientError as error:
             # Another run created it between our read and this call: that is the goal too.
-            if _error_code(error) != "ResourceAlreadyExistsException":
+            if error_code(error) != "ResourceAlreadyExistsException":
                 raise
         bus_status = "created"
         source = describe_source(events, source_name)  # read the association back
