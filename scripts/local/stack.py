@@ -68,6 +68,9 @@ def local_environment(aws_endpoint: str) -> dict[str, str]:
         "RELAY_ACCOUNT_ID": ACCOUNT_ID,
         # Short local lease: a crashed holder's interactions are taken over in seconds.
         "RELAY_LEASE_SECONDS": "20",
+        # The local mapping (scripts/local/runner.py) honours batchItemFailures: the mode for a
+        # mapping whose ReportBatchItemFailures is verified, so only failed records come back.
+        "RELAY_BATCH_FAILURE_MODE": "report",
         # The live view replaces per-event logs and EMF lines on the console.
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"),
         "POWERTOOLS_METRICS_DISABLED": "true",

