@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from marshmallow.types import ErrorMessages, StrSequenceOrSet
 
 from chalicelib.formats import canonical_json, parse_rfc3339, shown
@@ -165,6 +165,26 @@ class ProfileSchema(Schema):
     """Base of every profile schema: a readable message when a nested value is not an object."""
 
     error_messages = {"type": "expected a JSON object"}
+
+
+# EventBridge allows detail-types of up to 256 characters.
+DETAIL_TYPE_MAX_CHARS = 256
+
+
+class EventBridgeEnvelopeSchema(ProfileSchema):
+    """The EventBridge envelope every profile reads; region, resources, account and version
+    are tolerated, unchecked."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = Text(required=True, min_length=1, max_length=128)
+    source = Text(required=True, min_length=1)
+    detail_type = Text(
+        required=True, data_key="detail-type", min_length=1, max_length=DETAIL_TYPE_MAX_CHARS
+    )
+    time = Timestamp(required=True)
+    detail = JsonObject(required=True)
 
 
 def serialized_size(value: Any) -> int:

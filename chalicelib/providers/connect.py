@@ -19,12 +19,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from marshmallow import EXCLUDE, INCLUDE, ValidationError, validates
+from marshmallow import INCLUDE, ValidationError, validates
 
 from chalicelib.config import CONNECT_DETAIL_TYPE, CONNECT_SOURCE, Settings
 from chalicelib.formats import rfc3339, shown
 from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers.common import (
+    EventBridgeEnvelopeSchema,
     JsonObject,
     ProfileSchema,
     StrictObject,
@@ -38,7 +39,6 @@ from chalicelib.providers.common import (
 CONTACT_ID_MAX_CHARS = 256
 ARN_MAX_CHARS = 2048
 EVENT_TYPE_MAX_CHARS = 64
-DETAIL_TYPE_MAX_CHARS = 256
 
 # The lifecycle of a contact, in order: the tie-breaker between events of the same time.
 LIFECYCLE = (
@@ -69,18 +69,7 @@ TIMESTAMP_OF_EVENT_TYPE: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConnectEnvelopeSchema(ProfileSchema):
-    class Meta:
-        unknown = EXCLUDE
-
-    id = Text(required=True, min_length=1, max_length=128)
-    source = Text(required=True, min_length=1)
-    detail_type = Text(
-        required=True, data_key="detail-type", min_length=1, max_length=DETAIL_TYPE_MAX_CHARS
-    )
-    time = Timestamp(required=True)
-    detail = JsonObject(required=True)
-
+class ConnectEnvelopeSchema(EventBridgeEnvelopeSchema):
     @validates("detail_type")
     def _contact_event(self, value: str, data_key: str) -> None:
         if value != CONNECT_DETAIL_TYPE:

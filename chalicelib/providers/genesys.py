@@ -34,6 +34,7 @@ from chalicelib.formats import canonical_json, parse_rfc3339, rfc3339, sha256_he
 from chalicelib.model import CanonicalEvent, InvalidEvent
 from chalicelib.providers.common import (
     Anything,
+    EventBridgeEnvelopeSchema,
     JsonObject,
     ProfileSchema,
     ReadableMessages,
@@ -51,7 +52,6 @@ GENESYS_ID_MAX_CHARS = 128
 # The topic leads the dedup key; DynamoDB's key byte limits are checked on the key itself
 # (validation.key_limit_errors), this bound only refuses absurd topics early.
 TOPIC_MAX_CHARS = 512
-DETAIL_TYPE_MAX_CHARS = 256
 
 STAGE_BY_STATE: dict[str, str] = {
     "acd.start": "Queued",
@@ -77,19 +77,6 @@ class EventTime(ReadableMessages, fields.Field[datetime]):
             "expected epoch milliseconds (an integer) or an RFC 3339 string, got "
             f"{described(value)}"
         )
-
-
-class GenesysEnvelopeSchema(ProfileSchema):
-    class Meta:
-        unknown = EXCLUDE
-
-    id = Text(required=True, min_length=1, max_length=128)
-    source = Text(required=True, min_length=1)
-    detail_type = Text(
-        required=True, data_key="detail-type", min_length=1, max_length=DETAIL_TYPE_MAX_CHARS
-    )
-    time = Timestamp(required=True)
-    detail = JsonObject(required=True)
 
 
 class GenesysEventBodySchema(ProfileSchema):
@@ -121,7 +108,7 @@ class GenesysDetailSchema(ProfileSchema):
     timestamp = Timestamp(allow_none=True)
 
 
-_ENVELOPE_SCHEMA = GenesysEnvelopeSchema()
+_ENVELOPE_SCHEMA = EventBridgeEnvelopeSchema()
 _DETAIL_SCHEMA = GenesysDetailSchema()
 
 
