@@ -76,7 +76,7 @@ def compute_backoff(
     return delay * (0.5 + jitter() / 2)
 
 
-def _sleep_before_retry(attempt: int) -> None:
+def sleep_before_retry(attempt: int) -> None:
     time.sleep(compute_backoff(attempt, base=0.025, cap=1.0))
 
 
@@ -104,7 +104,7 @@ def batch_get(
         request = response.get("UnprocessedKeys") or {}
         if not request:
             return found
-        _sleep_before_retry(attempt)
+        sleep_before_retry(attempt)
     raise DependencyUnavailable(f"{what}: keys still unprocessed after {BATCH_ATTEMPTS} attempts")
 
 
@@ -122,12 +122,12 @@ def batch_write(
         except AwsFailure as error:
             if attempt == BATCH_ATTEMPTS - 1 or not is_retryable(error):
                 raise DependencyUnavailable(f"{what} failed: {error_code(error)}") from error
-            _sleep_before_retry(attempt)
+            sleep_before_retry(attempt)
             continue
         request = response.get("UnprocessedItems") or {}
         if not request:
             return
-        _sleep_before_retry(attempt)
+        sleep_before_retry(attempt)
     raise DependencyUnavailable(f"{what}: items still unprocessed after {BATCH_ATTEMPTS} attempts")
 
 

@@ -250,11 +250,12 @@ def _grants(settings: Settings) -> dict[FunctionName, list[Grant]]:
                 PUBLISH,
                 (*consumer_topics, names.quarantine_topic),
             ),
-            # Claims, leases and high-water marks: conditional puts, batched reads and writes.
+            # Arrival marks (updates), then claims, leases and high-water marks (conditional
+            # puts); nothing else reads or writes the ledger table.
             Grant(
                 "ClaimInLedger",
                 "table",
-                ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"),
+                ("dynamodb:PutItem", "dynamodb:UpdateItem"),
                 (names.ledger_table,),
             ),
             Grant(

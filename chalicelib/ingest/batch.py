@@ -1,10 +1,11 @@
 """The ingest pipeline: one SQS batch from validation to acknowledgement.
 
-    validate -> quarantine invalid | collapse in-batch duplicates -> read ledger (one call)
-    -> plan per interaction (claims.py, pure) -> claim (one conditional write each)
-    -> mark arrivals of what could not be claimed (alongside the publish)
-    -> publish to every consumer topic (concurrently) -> store + release (ledger.settle)
-    -> quarantine what a topic refused for good
+    validate -> quarantine invalid | collapse in-batch duplicates -> read dedup records
+    -> mark the fresh events' arrival (one update per interaction, reading its record back)
+    -> plan per interaction (claims.py, pure) -> claim (one conditional write each; a claim
+       refused because the record changed is planned again from the record as it is now)
+    -> publish to every consumer topic (concurrently) -> store, then release what stays in
+       flight (ledger.py) -> quarantine what a topic refused for good
     -> acknowledge, or fail (handler.py backs failures off and answers Lambda)
 
 A record is acknowledged only when its event reached every consumer, was quarantined, or
@@ -28,23 +29,16 @@ from chalicelib.errors import DependencyUnavailable
 from chalicelib.formats import parse_rfc3339, rfc3339, sha256_hex, utc_now
 from chalicelib.ingest.claims import (
     ArrivalMark,
-    Arrivals,
     Candidate,
     InteractionPlan,
     InteractionRecord,
     LeaseTerms,
     Publication,
-    marks_to_write,
     plan_interaction,
     settle_interaction,
 )
 from chalicelib.ingest.fanout import OutboundMessage, fan_out, publish_ordered
-from chalicelib.ingest.ledger import (
-    ClaimRefused,
-    Ledger,
-    LedgerView,
-    encode_record,
-)
+from chalicelib.ingest.ledger import ClaimRefused, Ledger
 from chalicelib.model import (
     QUARANTINE_RAW_LIMIT,
     SNS_MAX_MESSAGE_BYTES,
@@ -65,6 +59,11 @@ from chalicelib.timing import (
     VISIBILITY_FACTOR,
     ingest_timeout_seconds,
 )
+
+# A refused claim is planned again from the record DynamoDB returned with the refusal: arrival
+# marks of concurrent batches refuse claims without anyone holding the interaction, and a
+# record failed for that would only come back to the same decision seconds later.
+CLAIM_ROUNDS = 3
 
 
 def stuck_claim_ms(stage: str) -> int:
@@ -267,23 +266,25 @@ class IngestBatch:
         by_interaction: dict[str, list[Candidate]] = defaultdict(list)
         for candidate in candidates:
             by_interaction[candidate.event.interaction_id].append(candidate)
-        view = self.ledger.read(
-            by_interaction, [(c.event.interaction_id, c.dedup_key) for c in candidates]
-        )
+        stored = self.ledger.read_stored((c.event.interaction_id, c.dedup_key) for c in candidates)
+        unmarked = {
+            interaction_id
+            for interaction_id, group in by_interaction.items()
+            if all((interaction_id, c.dedup_key) in stored for c in group)
+        }
+        records = self._mark_arrivals(by_interaction, stored)
         # In-flight claims and arrival marks of earlier attempts may have been stored since (a
-        # crash between storing and releasing, a mark left behind): look those few up too.
+        # crash between storing and releasing, a mark of a copy claimed in the meantime): look
+        # those few up too.
         unknown = [
             (interaction_id, key)
-            for interaction_id in by_interaction
-            for key in [
-                *view.records.get(interaction_id, InteractionRecord(interaction_id)).inflight,
-                *view.arrivals.get(interaction_id, Arrivals()).marks,
-            ]
-            if (interaction_id, key) not in view.stored
+            for interaction_id, record in records.items()
+            for key in [*record.inflight, *record.marks]
+            if (interaction_id, key) not in stored
             and key not in {c.dedup_key for c in by_interaction[interaction_id]}
         ]
         if unknown:
-            view.stored.update(self.ledger.read((), unknown).stored)
+            stored.update(self.ledger.read_stored(unknown))
         terms = LeaseTerms(
             owner=self.owner,
             now_ms=int(self.now.timestamp() * 1000),
@@ -291,106 +292,132 @@ class IngestBatch:
             stuck_ms=stuck_claim_ms(self.settings.stage),
             received_at=self.received_at,
         )
-        plans = []
-        for interaction_id, group in by_interaction.items():
-            record = view.records.get(interaction_id) or InteractionRecord(interaction_id)
-            arrivals = view.arrivals.get(interaction_id, Arrivals())
-            mine = {k: v for (i, k), v in view.stored.items() if i == interaction_id}
-            plans.append((record, plan_interaction(record, group, mine, terms, arrivals)))
-        claimed, bounced = self._claim(plans)
-        marking = self.runtime.executor.submit(self._mark_arrivals, view, claimed, bounced, terms)
-        refused = self._publish_and_settle(claimed)
-        written = marking.result()
-        # A refused (poison) event leaves the flight for good: its mark must not hold the
-        # newer events back either.
-        for interaction_id, keys in refused.items():
-            marked = written.get(interaction_id) or view.arrivals.get(interaction_id)
-            if marked is None or not keys & set(marked.marks):
-                continue
-            kept = {k: m for k, m in marked.marks.items() if k not in keys}
-            self._write_marks(interaction_id, marked, kept)
+        # Only duplicates: no record needed. Marking failed: retried already.
+        groups = [
+            (records.get(interaction_id) or InteractionRecord(interaction_id), group)
+            for interaction_id, group in by_interaction.items()
+            if interaction_id in records or interaction_id in unmarked
+        ]
+        claimed = self._claim(groups, stored, terms)
+        self._publish_and_settle(claimed)
 
     def _mark_arrivals(
-        self,
-        view: LedgerView,
-        claimed: list[InteractionPlan],
-        bounced: dict[str, list[Candidate]],
-        terms: LeaseTerms,
-    ) -> dict[str, Arrivals]:
-        """Records that could not be claimed now keep their place: one conditional write per
-        interaction with a new mark (none for a record marked before). Best effort: without
-        its mark a record is no worse off than before marks existed. Returns the marks written,
-        per interaction."""
-        claimed_keys = {p.candidate.dedup_key for plan in claimed for p in plan.publications}
-        written: dict[str, Arrivals] = {}
-        for interaction_id, candidates in bounced.items():
-            arrivals = view.arrivals.get(interaction_id, Arrivals())
-            marks = marks_to_write(arrivals, candidates, claimed_keys, terms.now_ms, terms.stuck_ms)
-            if marks is not None and self._write_marks(interaction_id, arrivals, marks):
-                written[interaction_id] = Arrivals(arrivals.version + 1, marks)
-        return written
-
-    def _write_marks(
-        self, interaction_id: str, read: Arrivals, marks: dict[str, ArrivalMark]
-    ) -> bool:
-        self.metrics.count("ArrivalWrites")
-        try:
-            return self.ledger.mark_arrivals(interaction_id, read, marks, self.record_expires_at)
-        except DependencyUnavailable as error:
-            logger.warning("arrival marks not written", extra={"error": str(error)})
-            return False
+        self, by_interaction: dict[str, list[Candidate]], stored: dict[tuple[str, str], str]
+    ) -> dict[str, InteractionRecord]:
+        """Mark the fresh events' arrival on their interaction records, before anything is
+        claimed (one update per interaction, concurrently), and return the records as they are
+        after it. An interaction whose records could not be marked is retried as a whole: its
+        events must not be claimed without holding their place."""
+        fresh = {
+            interaction_id: [c for c in group if (interaction_id, c.dedup_key) not in stored]
+            for interaction_id, group in by_interaction.items()
+        }
+        futures = {
+            interaction_id: self.runtime.executor.submit(
+                self.ledger.mark_arrivals,
+                interaction_id,
+                [ArrivalMark.of(c.event, int(self.now.timestamp() * 1000)) for c in group],
+                self.record_expires_at,
+            )
+            for interaction_id, group in fresh.items()
+            if group
+        }
+        records: dict[str, InteractionRecord] = {}
+        for interaction_id, future in futures.items():
+            try:
+                records[interaction_id] = future.result()
+            except DependencyUnavailable as error:
+                logger.warning("arrival marks not written", extra={"error": str(error)})
+                self.outcome.fail(
+                    [r for c in by_interaction[interaction_id] for r in c.record_ids], "ledger"
+                )
+        self.metrics.count("ArrivalWrites", len(futures))
+        return records
 
     def _claim(
-        self, plans: list[tuple[InteractionRecord, InteractionPlan]]
-    ) -> tuple[list[InteractionPlan], dict[str, list[Candidate]]]:
-        """Claim what the plans publish; returns the claimed plans and, per interaction, the
-        fresh candidates that could not be claimed now (they keep their place)."""
-        bounced: dict[str, list[Candidate]] = defaultdict(list)
-        for record, plan in plans:
-            for candidate, conflict in plan.duplicates:
-                self._ack_all(candidate, "duplicate")
-                if conflict:
-                    self.metrics.count("Conflicts")
-                audit("duplicate", **_ids(candidate.event), conflict=conflict)
-            if plan.waiting:
-                for candidate in plan.waiting:
-                    self.outcome.fail(candidate.record_ids, plan.wait_reason(candidate))
-                    if candidate.dedup_key not in record.inflight:
-                        bounced[plan.interaction_id].append(candidate)
-                self.metrics.count("Waiting", len(plan.waiting))
-            for key in plan.abandoned:
-                logger.warning(
-                    "stuck claim no longer blocks its interaction",
-                    extra={"interaction_id": plan.interaction_id, "dedup_key": key},
+        self,
+        groups: list[tuple[InteractionRecord, list[Candidate]]],
+        stored: dict[tuple[str, str], str],
+        terms: LeaseTerms,
+    ) -> list[InteractionPlan]:
+        """Plan each interaction and claim what its plan publishes (one conditional write each,
+        concurrently). A claim refused because the record changed (an arrival marked, another
+        invocation's claim) is planned again from the record as DynamoDB returned it, up to
+        CLAIM_ROUNDS times; then its records are retried (their marks hold their place)."""
+        claimed: list[InteractionPlan] = []
+        todo = {record.interaction_id: (record, group) for record, group in groups}
+        group_of = {record.interaction_id: group for record, group in groups}
+        for round_number in range(CLAIM_ROUNDS):
+            plans = {
+                interaction_id: (
+                    record,
+                    plan_interaction(
+                        record,
+                        group,
+                        {k: v for (i, k), v in stored.items() if i == interaction_id},
+                        terms,
+                    ),
                 )
-        to_claim = [
-            (record, plan, plan.claimed) for record, plan in plans if plan.claimed is not None
-        ]
-        if to_claim and self._out_of_time(
-            [p for _, plan, _ in to_claim for p in plan.publications]
-        ):
-            return [], bounced
-        expires_at = self.record_expires_at
-        futures = [
-            self.runtime.executor.submit(self.ledger.claim, record.version, claim, expires_at)
-            for record, _, claim in to_claim
-        ]
-        claimed = []
-        for (record, plan, _), future in zip(to_claim, futures, strict=True):
-            try:
-                refused = future.result()
-            except DependencyUnavailable as error:
-                refused = ClaimRefused(plan.interaction_id, None)
-                logger.warning("claim failed", extra={"error": str(error)})
-            if isinstance(refused, ClaimRefused):
-                for publication in plan.publications:
+                for interaction_id, (record, group) in todo.items()
+            }
+            ready = {i: rp for i, rp in plans.items() if rp[1].claimed is not None}
+            for _, plan in plans.values():
+                if plan.claimed is None:
+                    self._decide(plan)
+            if ready and self._out_of_time(
+                [p for _, plan in ready.values() for p in plan.publications]
+            ):
+                for _, plan in ready.values():
+                    self._decide(plan, claimed=False)
+                return claimed
+            futures = {
+                interaction_id: self.runtime.executor.submit(
+                    self.ledger.claim, record.version, plan.claimed, self.record_expires_at
+                )
+                for interaction_id, (record, plan) in ready.items()
+                if plan.claimed is not None
+            }
+            todo = {}
+            for interaction_id, future in futures.items():
+                _, plan = ready[interaction_id]
+                try:
+                    refused = future.result()
+                except DependencyUnavailable as error:
+                    logger.warning("claim failed", extra={"error": str(error)})
+                    refused = ClaimRefused(interaction_id, None)
+                if refused is None:
+                    self._decide(plan)
+                    claimed.append(plan)
+                elif refused.current is not None and round_number < CLAIM_ROUNDS - 1:
+                    todo[interaction_id] = (refused.current, group_of[interaction_id])
+                else:
+                    self._decide(plan, claimed=False)
+                    self.metrics.count("ClaimRefused")
+            if not todo:
+                break
+        return claimed
+
+    def _decide(self, plan: InteractionPlan, claimed: bool = True) -> None:
+        """Record a plan's final decisions: duplicates acknowledged, waiting records failed
+        for their reason; publications not claimed (refused, out of time) failed."""
+        for candidate, conflict in plan.duplicates:
+            self._ack_all(candidate, "duplicate")
+            if conflict:
+                self.metrics.count("Conflicts")
+            audit("duplicate", **_ids(candidate.event), conflict=conflict)
+        for candidate in plan.waiting:
+            self.outcome.fail(candidate.record_ids, plan.wait_reason(candidate))
+        if plan.waiting:
+            self.metrics.count("Waiting", len(plan.waiting))
+        for key in plan.abandoned:
+            logger.warning(
+                "stuck claim no longer blocks its interaction",
+                extra={"interaction_id": plan.interaction_id, "dedup_key": key},
+            )
+        if not claimed:
+            for publication in plan.publications:
+                if publication.candidate.record_ids[0] not in self.outcome.failed:
                     self.outcome.fail(publication.candidate.record_ids, "claim_refused")
-                    if publication.candidate.dedup_key not in record.inflight:
-                        bounced[plan.interaction_id].append(publication.candidate)
-                self.metrics.count("ClaimRefused")
-                continue
-            claimed.append(plan)
-        return claimed, bounced
 
     def _out_of_time(self, publications: Sequence[Publication]) -> bool:
         """Checked before each stage that starts work: past the margin, a real Lambda would be
@@ -401,15 +428,15 @@ class IngestBatch:
             self.outcome.fail(publication.candidate.record_ids, "deadline")
         return True
 
-    def _publish_and_settle(self, plans: list[InteractionPlan]) -> dict[str, set[str]]:
-        """Publish, then settle; returns the dedup keys refused for good, per interaction."""
+    def _publish_and_settle(self, plans: list[InteractionPlan]) -> None:
+        """Publish, then settle (what a topic refused for good is quarantined there)."""
         if not plans:
-            return {}
+            return
         publications: list[Publication] = [p for plan in plans for p in plan.publications]
         # Claimed but not published: the claims stay in flight (nothing reached a consumer)
         # and the next attempt takes them over once the lease ends.
         if self._out_of_time(publications):
-            return {}
+            return
         messages = {
             str(n): OutboundMessage.from_message(str(n), publication_message(p), p.claim.event_id)
             for n, p in enumerate(publications)
@@ -452,7 +479,6 @@ class IngestBatch:
                     extra={"consumer": consumer, "codes": sorted(set(result.failed.values()))},
                 )
         self._settle(plans, reached, refused)
-        return {interaction_id: set(keys) for interaction_id, keys in refused.items() if keys}
 
     def _settle(
         self,
@@ -460,7 +486,8 @@ class IngestBatch:
         reached: dict[str, dict[str, set[str]]],
         refused: dict[str, dict[str, str]],
     ) -> None:
-        writes: list[tuple[str, dict[str, Any]]] = []
+        events: list[tuple[str, dict[str, Any]]] = []
+        releases: list[tuple[int, InteractionRecord]] = []  # (claimed version, settled record)
         stored: list[tuple[DeliveredMessage, str]] = []  # (message, dedup key) for the index
         done: list[Publication] = []
         pending: list[Publication] = []
@@ -477,7 +504,7 @@ class IngestBatch:
                 refused[plan.interaction_id],
             )
             if settlement.record_needs_writing:
-                writes.append((names.ledger_table, encode_record(settlement.record, expires_at)))
+                releases.append((plan.claimed.version, settlement.record))
             for publication in settlement.done:
                 event = publication.candidate.event
                 message = publication_message(publication)
@@ -489,7 +516,7 @@ class IngestBatch:
                     retention_days=self.settings.store_retention_days,
                     now=self.now,
                 )
-                writes.append((names.events_table, item))
+                events.append((names.events_table, item))
             done += settlement.done
             pending += settlement.pending
             poison += [
@@ -503,7 +530,16 @@ class IngestBatch:
             retention_days=self.settings.store_retention_days,
             now=self.now,
         )
-        self.ledger.settle([(names.time_index_table, item) for item in index] + writes)
+        self.ledger.store([(names.time_index_table, item) for item in index], events)
+        # Released once the events are stored; concurrently, one conditional write each.
+        released = [
+            self.runtime.executor.submit(
+                self.ledger.release, self.owner, version, record, expires_at
+            )
+            for version, record in releases
+        ]
+        for future in released:
+            future.result()
         for publication in done:
             self._ack_all(publication.candidate, "delivered", primary_decision="delivered")
             if publication.claim.late:

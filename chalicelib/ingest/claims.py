@@ -5,17 +5,21 @@ Record lifecycle of an event (the idea of Powertools' idempotency records, per i
     (absent) --claim--> in flight (in the interaction record, with the consumers reached)
              --every consumer reached--> stored (the events table item = the dedup record)
 
-The interaction record (ledger.py persists it) holds the lease, the high-water mark and the
-in-flight claims; one conditional write of it claims all of a batch's events of that
-interaction and takes the lease at once. An event that could not be claimed at once leaves an
-arrival mark (in an item of its own, written without the lease) so newer events wait for it.
+The interaction record (ledger.py persists it) holds the lease, the high-water mark, the
+in-flight claims and the arrival marks. Every batch first marks the arrival of its fresh events
+on the record (one unconditional update, without the lease, that also reads the record back),
+then one conditional write of it claims what may go now and takes the lease. An event's place
+is its arrival, not its claim: a newer event claimed by a concurrent batch must wait for an
+older one that arrived before that claim (FIFO-like), and the arrival mark is what tells it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
+from chalicelib.formats import rfc3339
 from chalicelib.ingest.ordering import HighWaterMark, by_time, precedes, sort_interaction
 from chalicelib.model import CanonicalEvent
 
@@ -68,9 +72,10 @@ class InflightClaim:
 
 @dataclass(frozen=True)
 class ArrivalMark:
-    """An event that reached the relay but could not be claimed at once (lease busy, claim
-    refused, an older event pending): it keeps its place, so newer events wait for it as for
-    an in-flight claim. Taken without the lease, in an item of its own (ledger.py)."""
+    """An event that reached the relay and is not claimed yet: it keeps its place (lease busy,
+    claim refused, an older event pending), so newer events wait for it as for an in-flight
+    claim. Marked without the lease, before any claim; the first copy's mark is kept, so an
+    event's place (and the event id it is delivered under) never moves between copies."""
 
     dedup_key: str
     event_id: str
@@ -92,14 +97,6 @@ class ArrivalMark:
 
 
 @dataclass(frozen=True)
-class Arrivals:
-    """One interaction's arrival marks, and the version they were read at."""
-
-    version: int = 0  # 0: no item yet
-    marks: Mapping[str, ArrivalMark] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class InteractionRecord:
     interaction_id: str
     version: int = 0  # 0: no record yet
@@ -107,6 +104,7 @@ class InteractionRecord:
     lease_until_ms: int = 0
     hwm: HighWaterMark = field(default_factory=HighWaterMark)
     inflight: Mapping[str, InflightClaim] = field(default_factory=dict)
+    marks: Mapping[str, ArrivalMark] = field(default_factory=dict)
 
     def leased_by_other(self, owner: str, now_ms: int) -> bool:
         return (
@@ -150,24 +148,53 @@ class LeaseTerms:
     received_at: str
 
 
+def placed(candidate: Candidate, place: ArrivalMark | InflightClaim | None) -> Candidate:
+    """The candidate at the place its event already holds: the first copy's arrival mark or
+    claim. Copies of one event (a provider re-send under a new envelope id, whose envelope time
+    may differ too) then compare alike in every batch; without this, two events could each wait
+    for the other, each compared against a different copy."""
+    if place is None:
+        return candidate
+    event = replace(
+        candidate.event,
+        event_id=place.event_id,
+        sequence=place.sequence,
+        occurred_at=place.occurred_at,
+        order_rank=place.order_rank,
+    )
+    return Candidate(event, candidate.record_ids, candidate.variants)
+
+
+def received_at(mark: ArrivalMark | None, terms: LeaseTerms) -> str:
+    """When the event first reached the relay: its arrival mark's time (this batch's own mark
+    when it arrived now)."""
+    if mark is None:
+        return terms.received_at
+    return rfc3339(datetime.fromtimestamp(mark.marked_at_ms / 1000, UTC))
+
+
 def plan_interaction(
     record: InteractionRecord,
     candidates: Sequence[Candidate],
     stored: Mapping[str, str],
     terms: LeaseTerms,
-    arrivals: Arrivals = Arrivals(),
 ) -> InteractionPlan:
     """Decide what happens to one interaction's candidates.
 
-    `stored` maps dedup keys already delivered (events table) to their payload fingerprint;
-    `arrivals` holds the events that reached the relay earlier and could not be claimed.
+    `stored` maps dedup keys already delivered (events table) to their payload fingerprint.
+    The record's marks are the events that reached the relay and are not claimed yet, this
+    batch's among them (the batch marked them before planning).
     """
     duplicates = tuple(
         (c, stored[c.dedup_key] != c.event.payload_sha256)
         for c in candidates
         if c.dedup_key in stored
     )
-    fresh = [c for c in candidates if c.dedup_key not in stored]
+    fresh = [
+        placed(c, record.inflight.get(c.dedup_key) or record.marks.get(c.dedup_key))
+        for c in candidates
+        if c.dedup_key not in stored
+    ]
     plan = InteractionPlan(record.interaction_id, duplicates=duplicates)
     if not fresh:
         return plan
@@ -210,17 +237,18 @@ def plan_interaction(
             abandoned.append(key)
         else:
             pending.append(claim)
-    # An event that arrived earlier and waits for its turn holds its place like a pending one
-    # (FIFO-like: it was received before the newer ones). Not once it is claimed or stored,
-    # nor once stuck (its record is in the DLQ by then).
-    pending += [
-        mark
-        for key, mark in arrivals.marks.items()
+    # Marks that still hold a place: not claimed, not stored, not stuck (the record that left
+    # a stuck one is in the DLQ by then).
+    marks = {
+        key: mark
+        for key, mark in record.marks.items()
         if key not in stored
-        and key not in in_batch
         and key not in record.inflight
         and terms.now_ms - mark.marked_at_ms < terms.stuck_ms
-    ]
+    }
+    # An event that arrived earlier and waits for its turn holds its place like a pending one
+    # (FIFO-like: it was received before the newer ones).
+    pending += [mark for key, mark in marks.items() if key not in in_batch]
     # A pending event holds back the newer ones (they would overtake it) and nothing else: an
     # older fresh event is late anyway, and an older claimed one is due before it. Holding
     # back more would deadlock two pending events whose records SQS returns in separate batches.
@@ -249,13 +277,14 @@ def plan_interaction(
                 sequence=event.sequence,
                 occurred_at=event.occurred_at,
                 late=hwm.is_late(event),
-                received_at=terms.received_at,
+                received_at=received_at(record.marks.get(candidate.dedup_key), terms),
                 claimed_at_ms=terms.now_ms,
                 order_rank=event.order_rank,
                 payload_sha256=event.payload_sha256,
             )
             hwm = hwm.advance(event)
             inflight[candidate.dedup_key] = claim
+        marks.pop(candidate.dedup_key, None)  # its claim holds its place from here
         publications.append(Publication(candidate, claim))
     claimed = InteractionRecord(
         interaction_id=record.interaction_id,
@@ -264,35 +293,11 @@ def plan_interaction(
         lease_until_ms=terms.now_ms + terms.lease_ms,
         hwm=hwm,
         inflight=inflight,
+        marks=marks,
     )
     return replace(
         plan, publications=tuple(publications), claimed=claimed, abandoned=tuple(abandoned)
     )
-
-
-def marks_to_write(
-    arrivals: Arrivals,
-    bounced: Sequence[Candidate],
-    claimed: Collection[str],
-    now_ms: int,
-    stuck_ms: int,
-) -> dict[str, ArrivalMark] | None:
-    """The interaction's arrival marks after this batch, or None when they need no write.
-
-    `bounced` could not be claimed now: each gets a mark, unless it has one (the place it
-    holds is the first one's). `claimed` keys were claimed now: their marks go (an in-flight
-    claim holds their place from here). Stuck marks go too. Only new marks make a write;
-    dropping old ones rides along with one (a lingering mark of a claimed key is ignored).
-    """
-    new = {c.dedup_key: c for c in bounced if c.dedup_key not in arrivals.marks}
-    if not new:
-        return None
-    kept = {
-        key: mark
-        for key, mark in arrivals.marks.items()
-        if key not in claimed and now_ms - mark.marked_at_ms < stuck_ms
-    }
-    return kept | {key: ArrivalMark.of(c.event, now_ms) for key, c in new.items()}
 
 
 @dataclass(frozen=True)

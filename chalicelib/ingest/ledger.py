@@ -1,20 +1,21 @@
 """DynamoDB persistence of interaction records and dedup lookups: the only module that
 reads or writes the ledger table and the events table's dedup side.
 
-Requests per batch: one BatchGetItem (interaction records, arrival marks and dedup records
-together), one conditional PutItem per interaction (claims + lease), one conditional PutItem
-per interaction with records that could not be claimed (their arrival marks), and
-BatchWriteItem requests that store the delivered events and release the leases. Attribute
+Requests per batch: one BatchGetItem (dedup records of the batch's events), one UpdateItem per
+interaction that marks its fresh events' arrival and reads the record back, one conditional
+PutItem per interaction (claims + lease), and BatchWriteItem requests that store the delivered
+events; an interaction record is written again only when something stays in flight. Attribute
 names are short: write units are billed per kilobyte of item.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib.aws import (
+    BATCH_ATTEMPTS,
     MAX_BATCH_GET_KEYS,
     MAX_BATCH_WRITE_ITEMS,
     AwsFailure,
@@ -23,9 +24,10 @@ from chalicelib.aws import (
     chunked,
     error_code,
     is_retryable,
+    sleep_before_retry,
 )
 from chalicelib.errors import DependencyUnavailable
-from chalicelib.ingest.claims import ArrivalMark, Arrivals, InflightClaim, InteractionRecord
+from chalicelib.ingest.claims import ArrivalMark, InflightClaim, InteractionRecord
 from chalicelib.ingest.ordering import HighWaterMark
 from chalicelib.store.layout import event_key
 
@@ -41,10 +43,18 @@ class LedgerError(DependencyUnavailable):
 
 @dataclass(frozen=True)
 class ClaimRefused:
-    """The interaction record changed since it was read (another invocation holds it)."""
+    """The interaction record changed since it was read (another invocation claimed or marked
+    arrivals); `current` is the record as it is now, when DynamoDB returned it."""
 
     interaction_id: str
     holder: str | None
+    current: InteractionRecord | None = None
+
+
+# Arrival marks are top-level attributes of the interaction record, one per event ("a#" + its
+# dedup key): an update can then add one without reading the record (if_not_exists keeps the
+# first copy's), which a nested map cannot do on a record that does not exist yet.
+MARK_PREFIX = "a#"
 
 
 def encode_record(record: InteractionRecord, expires_at: int) -> dict[str, Any]:
@@ -65,6 +75,8 @@ def encode_record(record: InteractionRecord, expires_at: int) -> dict[str, Any]:
         item["hti"] = {"S": record.hwm.time[1]}
     if record.hwm.unsequenced:
         item["hu"] = {"BOOL": True}
+    for key, mark in record.marks.items():
+        item[MARK_PREFIX + key] = encode_mark(mark)
     return item
 
 
@@ -86,7 +98,20 @@ def _encode_claim(claim: InflightClaim) -> dict[str, Any]:
     return {"M": value}
 
 
-def decode_record(interaction_id: str, item: dict[str, Any] | None) -> InteractionRecord:
+def encode_mark(mark: ArrivalMark) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "e": {"S": mark.event_id},
+        "o": {"S": mark.occurred_at},
+        "c": {"N": str(mark.marked_at_ms)},
+    }
+    if mark.sequence is not None:
+        value["s"] = {"N": str(mark.sequence)}
+    if mark.order_rank is not None:
+        value["k"] = {"N": str(mark.order_rank)}
+    return {"M": value}
+
+
+def decode_record(interaction_id: str, item: Mapping[str, Any] | None) -> InteractionRecord:
     if not item:
         return InteractionRecord(interaction_id)
     hwm = HighWaterMark(
@@ -100,13 +125,20 @@ def decode_record(interaction_id: str, item: dict[str, Any] | None) -> Interacti
         key: _decode_claim(key, value["M"])
         for key, value in item.get("inf", {"M": {}})["M"].items()
     }
+    marks = {
+        name.removeprefix(MARK_PREFIX): _decode_mark(name.removeprefix(MARK_PREFIX), value["M"])
+        for name, value in item.items()
+        if name.startswith(MARK_PREFIX)
+    }
+    # A record that only arrival marks have touched has no lease fields yet.
     return InteractionRecord(
         interaction_id=interaction_id,
         version=int(item["v"]["N"]),
         lease_owner=item.get("lo", {}).get("S"),
-        lease_until_ms=int(item["lu"]["N"]),
+        lease_until_ms=int(item.get("lu", {"N": "0"})["N"]),
         hwm=hwm,
         inflight=inflight,
+        marks=marks,
     )
 
 
@@ -125,61 +157,25 @@ def _decode_claim(key: str, value: dict[str, Any]) -> InflightClaim:
     )
 
 
-# An interaction's arrival marks live in one item of the events table beside its events
-# (its own sort key, outside the "E#" range that timelines query): taken without the lease,
-# they must not share an item with the interaction record, which the lease holder overwrites.
-ARRIVALS_SORT_KEY = "A#"
+def _decode_mark(key: str, value: dict[str, Any]) -> ArrivalMark:
+    return ArrivalMark(
+        dedup_key=key,
+        event_id=value["e"]["S"],
+        sequence=int(value["s"]["N"]) if "s" in value else None,
+        occurred_at=value["o"]["S"],
+        marked_at_ms=int(value["c"]["N"]),
+        order_rank=int(value["k"]["N"]) if "k" in value else None,
+    )
 
 
-def arrivals_key(interaction_id: str) -> dict[str, dict[str, str]]:
-    return {"pk": {"S": interaction_id}, "sk": {"S": ARRIVALS_SORT_KEY}}
-
-
-def encode_arrivals(
-    interaction_id: str, version: int, marks: Mapping[str, ArrivalMark], expires_at: int
-) -> dict[str, Any]:
-    encoded: dict[str, Any] = {}
-    for key, mark in marks.items():
-        value: dict[str, Any] = {
-            "e": {"S": mark.event_id},
-            "o": {"S": mark.occurred_at},
-            "c": {"N": str(mark.marked_at_ms)},
-        }
-        if mark.sequence is not None:
-            value["s"] = {"N": str(mark.sequence)}
-        if mark.order_rank is not None:
-            value["k"] = {"N": str(mark.order_rank)}
-        encoded[key] = {"M": value}
-    return {
-        **arrivals_key(interaction_id),
-        "v": {"N": str(version)},
-        "am": {"M": encoded},
-        "expires_at": {"N": str(expires_at)},
-    }
-
-
-def decode_arrivals(item: Mapping[str, Any]) -> Arrivals:
-    marks = {
-        key: ArrivalMark(
-            dedup_key=key,
-            event_id=value["M"]["e"]["S"],
-            sequence=int(value["M"]["s"]["N"]) if "s" in value["M"] else None,
-            occurred_at=value["M"]["o"]["S"],
-            marked_at_ms=int(value["M"]["c"]["N"]),
-            order_rank=int(value["M"]["k"]["N"]) if "k" in value["M"] else None,
-        )
-        for key, value in item.get("am", {"M": {}})["M"].items()
-    }
-    return Arrivals(version=int(item["v"]["N"]), marks=marks)
-
-
-@dataclass
-class LedgerView:
-    """What one read of the ledger found."""
-
-    records: dict[str, InteractionRecord] = field(default_factory=dict)
-    arrivals: dict[str, Arrivals] = field(default_factory=dict)
-    stored: dict[tuple[str, str], str] = field(default_factory=dict)  # key -> fingerprint
+def _refusal(error: BaseException, interaction_id: str) -> ClaimRefused | None:
+    """The refusal a ConditionalCheckFailed carries (with the record as it is now, when
+    ReturnValuesOnConditionCheckFailure gave it), or None for any other error."""
+    if error_code(error) != CONDITION_FAILED:
+        return None
+    old = getattr(error, "response", {}).get("Item")
+    current = decode_record(interaction_id, old) if old else None
+    return ClaimRefused(interaction_id, old.get("lo", {}).get("S") if old else None, current)
 
 
 @dataclass
@@ -188,67 +184,57 @@ class Ledger:
     ledger_table: str
     events_table: str
 
-    def read(
-        self, interaction_ids: Iterable[str], event_keys: Iterable[tuple[str, str]]
-    ) -> LedgerView:
-        """Interaction records, their arrival marks, and the fingerprints of already-stored
-        (delivered) events, in one BatchGetItem (per 100 keys).
+    def read_stored(self, event_keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The payload fingerprints of the events already stored (delivered), per (interaction
+        id, dedup key), in one BatchGetItem per 100 keys.
 
-        Strongly consistent: a claim decided on a stale read would be refused anyway, but
-        a stale dedup miss would re-deliver.
+        Strongly consistent: a stale dedup miss would re-deliver.
         """
-        ids = list(dict.fromkeys(interaction_ids))
-        requests = [(self.ledger_table, {"pk": {"S": i}}) for i in ids]
-        requests += [(self.events_table, arrivals_key(i)) for i in ids]
-        requests += [(self.events_table, event_key(i, k)) for i, k in dict.fromkeys(event_keys)]
-        view = LedgerView()
-        for chunk in chunked(requests, MAX_BATCH_GET_KEYS):
-            for table, item in self._batch_get(chunk):
-                interaction_id = item["pk"]["S"]
-                if table == self.ledger_table:
-                    view.records[interaction_id] = decode_record(interaction_id, item)
-                elif item["sk"]["S"] == ARRIVALS_SORT_KEY:
-                    view.arrivals[interaction_id] = decode_arrivals(item)
-                else:
-                    dedup_key = item["sk"]["S"].removeprefix("E#")
-                    view.stored[(interaction_id, dedup_key)] = item["sha"]["S"]
-        return view
+        keys = [event_key(i, k) for i, k in dict.fromkeys(event_keys)]
+        stored: dict[tuple[str, str], str] = {}
+        for chunk in chunked(keys, MAX_BATCH_GET_KEYS):
+            request = {
+                self.events_table: {
+                    "Keys": chunk,
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "pk, sk, sha",
+                }
+            }
+            found = batch_get(self.dynamodb, request, "reading the ledger")
+            for item in found.get(self.events_table, []):
+                dedup_key = item["sk"]["S"].removeprefix("E#")
+                stored[(item["pk"]["S"], dedup_key)] = item["sha"]["S"]
+        return stored
 
     def mark_arrivals(
-        self,
-        interaction_id: str,
-        read: Arrivals,
-        marks: Mapping[str, ArrivalMark],
-        expires_at: int,
-    ) -> bool:
-        """Write the interaction's arrival marks if nobody changed them since `read`; False
-        when somebody did (the records stay failed and mark themselves on their next try)."""
+        self, interaction_id: str, marks: Sequence[ArrivalMark], expires_at: int
+    ) -> InteractionRecord:
+        """Mark the arrival of `marks` on the interaction record (a mark already there is kept:
+        the first copy's place) and return the record as it is after that.
+
+        Unconditional, without the lease: it lands whoever holds the interaction, and it
+        changes the record's version, so a concurrent claim decided without these events is
+        refused and decided again with them. That is what makes the order FIFO-like: an event
+        claimed after this write waits for the ones marked here.
+        """
+        names = {f"#a{n}": MARK_PREFIX + mark.dedup_key for n, mark in enumerate(marks)}
+        values: dict[str, Any] = {f":a{n}": encode_mark(mark) for n, mark in enumerate(marks)}
+        sets = [f"#a{n} = if_not_exists(#a{n}, :a{n})" for n in range(len(marks))]
+        values |= {":one": {"N": "1"}, ":x": {"N": str(expires_at)}}
         try:
-            self.dynamodb.put_item(
-                TableName=self.events_table,
-                Item=encode_arrivals(interaction_id, read.version + 1, marks, expires_at),
-                ConditionExpression="attribute_not_exists(pk) OR v = :v",
-                ExpressionAttributeValues={":v": {"N": str(read.version)}},
+            response = self.dynamodb.update_item(
+                TableName=self.ledger_table,
+                Key={"pk": {"S": interaction_id}},
+                UpdateExpression=f"SET {', '.join([*sets, 'expires_at = :x'])} ADD v :one",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
             )
         except AwsFailure as error:
-            if error_code(error) == CONDITION_FAILED:
-                return False
             raise LedgerError(
                 f"marking arrivals of {interaction_id} failed: {error_code(error)}"
             ) from error
-        return True
-
-    def _batch_get(
-        self, keys: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[tuple[str, dict[str, Any]]]:
-        request: dict[str, dict[str, Any]] = {}
-        for table, key in keys:
-            entry = request.setdefault(table, {"Keys": [], "ConsistentRead": True})
-            entry["Keys"].append(key)
-        if self.events_table in request:
-            request[self.events_table]["ProjectionExpression"] = "pk, sk, sha, v, am"
-        found = batch_get(self.dynamodb, request, "reading the ledger")
-        return [(table, item) for table, items in found.items() for item in items]
+        return decode_record(interaction_id, response["Attributes"])
 
     def claim(
         self, expected_version: int, record: InteractionRecord, expires_at: int
@@ -256,8 +242,9 @@ class Ledger:
         """Write the claimed record if nobody changed it since `expected_version` was read.
 
         A write whose answer was lost (a timeout once it had landed) is tried once more; that
-        try is refused, and the record it returns (ALL_OLD) carries our own lease and version:
-        the claim is ours, not someone else's, and the interaction does not stall for a lease.
+        try is refused, and the record it returns (ALL_OLD) carries our own lease: the claim is
+        ours, not someone else's, and the interaction does not stall for a lease. (Arrival
+        marks may have changed its version since; the lease is ours alone.)
         """
         for attempt in range(CLAIM_ATTEMPTS):
             try:
@@ -270,51 +257,81 @@ class Ledger:
                 )
                 return None
             except AwsFailure as error:
-                if error_code(error) == CONDITION_FAILED:
-                    old = getattr(error, "response", {}).get("Item", {})
-                    holder = old.get("lo", {}).get("S")
-                    if holder == record.lease_owner and old.get("v", {}).get("N") == str(
-                        record.version
+                refused = _refusal(error, record.interaction_id)
+                if refused is not None:
+                    current = refused.current
+                    if (
+                        current is not None
+                        and current.lease_owner == record.lease_owner
+                        and current.lease_until_ms == record.lease_until_ms
+                        and current.inflight.keys() >= record.inflight.keys()
                     ):
                         return None  # our own earlier try landed
-                    return ClaimRefused(record.interaction_id, holder)
+                    return refused
                 if not is_retryable(error) or attempt == CLAIM_ATTEMPTS - 1:
                     raise LedgerError(
                         f"claiming {record.interaction_id} failed: {error_code(error)}"
                     ) from error
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def settle(self, writes: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """Write (table, item) puts in BatchWriteItem requests, in three waves: time-index
-        entries, then event items, then interaction records.
+    def store(
+        self,
+        index_items: Sequence[tuple[str, dict[str, Any]]],
+        event_items: Sequence[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """Write time-index entries, then event items, in BatchWriteItem requests.
 
-        BatchWriteItem applies a request's items independently (UnprocessedItems), so each
-        wave starts once the one before has landed: an event item stored without its index
+        BatchWriteItem applies a request's items independently (UnprocessedItems), so the
+        events start once every index entry has landed: an event item stored without its index
         entry would be in no replay window for good (its dedup record stops a retry from
-        storing it again), and an interaction record released before its events are stored
-        would let a reader claim them again (a second delivery, `late` decided anew). Records
-        are written only while something stays in flight, so the happy path takes two requests.
-
-        Plain puts: the lease (longer than the function timeout) guarantees that no other
-        invocation has written these interaction records since our claim.
+        storing it again); an entry without its event is harmless (readers skip it).
         """
-        waves: dict[str, list[tuple[str, dict[str, Any]]]] = {
-            "index": [],
-            "events": [],
-            "records": [],
-        }
-        for table, item in writes:
-            wave = (
-                "records"
-                if table == self.ledger_table
-                else "events"
-                if table == self.events_table
-                else "index"
-            )
-            waves[wave].append((table, item))
-        for group in waves.values():
-            for chunk in chunked(group, MAX_BATCH_WRITE_ITEMS):
+        for wave in (index_items, event_items):
+            for chunk in chunked(wave, MAX_BATCH_WRITE_ITEMS):
                 request: dict[str, list[dict[str, Any]]] = {}
                 for table, item in chunk:
                     request.setdefault(table, []).append({"PutRequest": {"Item": item}})
                 batch_write(self.dynamodb, request, "writing the ledger")
+
+    def release(
+        self, owner: str, claimed_version: int, record: InteractionRecord, expires_at: int
+    ) -> None:
+        """Write the settled record (lease released, what stays in flight) once the events are
+        stored: released before them, a reader could claim them again (a second delivery,
+        `late` decided anew).
+
+        Conditional on the version we claimed at: arrival marks added since (they change the
+        version) are kept, merged into what we write, and the write is tried again. A record
+        leased by someone else by then (our lease ran out) is theirs: not overwritten.
+        """
+        expected = claimed_version
+        for attempt in range(BATCH_ATTEMPTS):
+            try:
+                self.dynamodb.put_item(
+                    TableName=self.ledger_table,
+                    Item=encode_record(record, expires_at),
+                    ConditionExpression="v = :v",
+                    ExpressionAttributeValues={":v": {"N": str(expected)}},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return
+            except AwsFailure as error:
+                refused = _refusal(error, record.interaction_id)
+                if refused is None:
+                    if not is_retryable(error) or attempt == BATCH_ATTEMPTS - 1:
+                        raise LedgerError(
+                            f"releasing {record.interaction_id} failed: {error_code(error)}"
+                        ) from error
+                    sleep_before_retry(attempt)
+                    continue
+                current = refused.current
+                if current is None or current.lease_owner != owner:
+                    return  # taken over: the taker resumes what we left in flight
+                marks = {
+                    **current.marks,
+                    **{k: m for k, m in record.marks.items() if k not in current.marks},
+                }
+                kept = {k: m for k, m in marks.items() if k not in record.inflight}
+                record = replace(record, version=current.version + 1, marks=kept)
+                expected = current.version
+        raise LedgerError(f"releasing {record.interaction_id} failed: marks kept changing")

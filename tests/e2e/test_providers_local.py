@@ -37,12 +37,13 @@ from tests.support.stack_clients import (
 
 pytestmark = [
     pytest.mark.slow,
-    # A known regression of the arrival marks (issue 12, open): in the Genesys re-send stream
-    # one event stays behind an "older event pending" mark that nothing clears, so 149 of 150
-    # are delivered and the stack outlives its duration before the module ends. Not strict:
-    # the fix must make these pass, and then this mark goes.
+    # A known limit (issue 12, open): on a shuffled stream a newer event waits for every older
+    # one received before it was published (FIFO-like), and a long wait can outlast the
+    # redrive limit's receives, so a notification may be dead-lettered (whole, re-drivable)
+    # instead of delivered. Not strict: when the waiting budget covers the stuck-claim age,
+    # this mark goes.
     pytest.mark.xfail(
-        reason="arrival mark left by a re-sent duplicate blocks one event (issue 12)",
+        reason="FIFO-like waits can outlast the redrive limit on shuffled streams (issue 12)",
         strict=False,
     ),
 ]

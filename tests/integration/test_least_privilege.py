@@ -142,7 +142,7 @@ def expected_access(function: FunctionName, consumers: list[str]) -> dict[str, s
             **{t: {"sns:Publish"} for t in consumer_topics},
             "quarantine": {"sns:Publish"},
             # Claims, leases and high-water marks: conditional puts, batched reads and writes.
-            "ledger": {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"},
+            "ledger": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
             "events": {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"},
             "time-index": {"dynamodb:BatchWriteItem"},
             "logs:ingest": OWN_LOGS,

@@ -525,7 +525,7 @@ def test_a_record_bounced_by_a_busy_interaction_keeps_its_place(stage: Stage) ->
     1), so it cannot be claimed. Sequence 3 arrives after the holder finished; it waits for 2
     instead of overtaking it, and 2 is delivered on time, not `late`."""
     from chalicelib.ingest.claims import InflightClaim, InteractionRecord
-    from chalicelib.ingest.ledger import encode_record
+    from chalicelib.ingest.ledger import decode_record, encode_record
     from chalicelib.ingest.ordering import HighWaterMark
 
     first, second, third = (event("int-fifo", n) for n in (1, 2, 3))
@@ -553,9 +553,14 @@ def test_a_record_bounced_by_a_busy_interaction_keeps_its_place(stage: Stage) ->
     dynamodb.put_item(TableName=settings.names.ledger_table, Item=encode_record(holder, 0))
 
     assert len(stage.invoke_bodies([second])["batchItemFailures"]) == 1  # busy: retried
-    # The holder delivered sequence 1 and released the interaction.
-    released = replace(holder, version=2, lease_owner=None, lease_until_ms=0, inflight={})
-    dynamodb.put_item(TableName=settings.names.ledger_table, Item=encode_record(released, 0))
+    # The holder delivered sequence 1 and released the interaction (keeping the arrival mark
+    # that sequence 2 left meanwhile, as its release does).
+    key = {"pk": {"S": "int-fifo"}}
+    table = settings.names.ledger_table
+    now = decode_record("int-fifo", dynamodb.get_item(TableName=table, Key=key)["Item"])
+    assert set(now.marks) == {validate_record(json.dumps(second), settings).dedup_key}
+    released = replace(now, version=now.version + 1, lease_owner=None, lease_until_ms=0)
+    dynamodb.put_item(TableName=table, Item=encode_record(replace(released, inflight={}), 0))
     assert len(stage.invoke_bodies([third])["batchItemFailures"]) == 1  # waits for 2
     assert stage.invoke_bodies([second]) == {"batchItemFailures": []}
     assert stage.invoke_bodies([third]) == {"batchItemFailures": []}

@@ -26,6 +26,7 @@ import copy
 import functools
 import itertools
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,7 +45,8 @@ from chalicelib.runtime import Runtime
 from chalicelib.stack import stack_spec
 from tests.support.message_schemas import check_relay_message
 
-LEDGER_CONDITION = "attribute_not_exists(pk) OR v = :v"
+# The ledger's conditions: a claim (on a record that may not exist yet), a release.
+LEDGER_CONDITIONS = ("attribute_not_exists(pk) OR v = :v", "v = :v")
 MAX_GET_KEYS = 100
 MAX_WRITE_ITEMS = 25
 MAX_PUBLISH_ENTRIES = 10
@@ -319,6 +321,50 @@ class FakeDynamoDB(_Fake):
         self.faults.after(call)
         return {}
 
+    def update_item(
+        self,
+        TableName: str,
+        Key: Mapping[str, Any],
+        UpdateExpression: str,
+        ExpressionAttributeNames: Mapping[str, str],
+        ExpressionAttributeValues: Mapping[str, Any],
+        ReturnValues: str = "NONE",
+    ) -> dict[str, Any]:
+        """The arrival-mark update only: `SET <name> = if_not_exists(<name>, <value>), ...,
+        <name> = <value> ADD v :one`, unconditional, returning ALL_NEW."""
+        call = self._call(
+            "UpdateItem",
+            {
+                "TableName": TableName,
+                "Key": Key,
+                "UpdateExpression": UpdateExpression,
+                "ExpressionAttributeNames": ExpressionAttributeNames,
+                "ExpressionAttributeValues": ExpressionAttributeValues,
+            },
+        )
+        sets, added = UpdateExpression.removeprefix("SET ").split(" ADD ")
+        names = dict(ExpressionAttributeNames)
+        with self.lock:
+            rows = self._table(TableName)
+            key = self.schemas[TableName].key_of(Key)
+            item = copy.deepcopy(rows.get(key) or dict(Key))
+            for target, kept, value in re.findall(
+                r"(#?\w+) = (if_not_exists\(#?\w+, )?(:\w+)\)?", sets
+            ):
+                name = names.get(target, target)
+                if kept:
+                    item.setdefault(name, copy.deepcopy(ExpressionAttributeValues[value]))
+                else:
+                    item[name] = copy.deepcopy(ExpressionAttributeValues[value])
+            counter, amount = added.split(" ")
+            current = int(item.get(counter, {"N": "0"})["N"])
+            item[counter] = {"N": str(current + int(ExpressionAttributeValues[amount]["N"]))}
+            rows[key] = item
+            self.first_writer.setdefault((TableName, key), call.thread)
+            new = copy.deepcopy(item)
+        self.faults.after(call)
+        return {"Attributes": new} if ReturnValues == "ALL_NEW" else {}
+
     def batch_write_item(self, RequestItems: Mapping[str, Any]) -> dict[str, Any]:
         call = self._call("BatchWriteItem", {"RequestItems": RequestItems})
         writes = [(table, request) for table, rs in RequestItems.items() for request in rs]
@@ -379,10 +425,10 @@ class FakeDynamoDB(_Fake):
 def _ledger_condition_holds(
     expression: str, old: Mapping[str, Any] | None, values: Mapping[str, Any]
 ) -> bool:
-    if expression != LEDGER_CONDITION:
-        raise NotImplementedError(f"the fake models only {LEDGER_CONDITION!r}, got {expression!r}")
+    if expression not in LEDGER_CONDITIONS:
+        raise NotImplementedError(f"the fake models only {LEDGER_CONDITIONS}, got {expression!r}")
     if old is None:
-        return True
+        return expression == LEDGER_CONDITIONS[0]
     expected = values[":v"]
     current = old.get("v")
     return current is not None and "N" in current and int(current["N"]) == int(expected["N"])
@@ -805,6 +851,13 @@ class FaultyDynamoDB(_Fake):
         call = self._call("PutItem", params)
         response = self.client.put_item(**params)
         self._wrote(params["TableName"], params["Item"], call.thread)
+        self.faults.after(call)
+        return response
+
+    def update_item(self, **params: Any) -> dict[str, Any]:
+        call = self._call("UpdateItem", params)
+        response = self.client.update_item(**params)
+        self._wrote(params["TableName"], params["Key"], call.thread)
         self.faults.after(call)
         return response
 

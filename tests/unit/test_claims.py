@@ -17,17 +17,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from chalicelib.formats import rfc3339
+from chalicelib.formats import parse_rfc3339, rfc3339
 from chalicelib.ingest.claims import (
     ArrivalMark,
-    Arrivals,
     Candidate,
     InflightClaim,
     InteractionPlan,
     InteractionRecord,
     LeaseTerms,
     Publication,
-    marks_to_write,
     plan_interaction,
     settle_interaction,
 )
@@ -664,80 +662,108 @@ TestOneInteraction.settings = settings(
 # --------------------------------------------------------------------------- arrival marks
 
 
-def arrivals_of(*events: CanonicalEvent, marked_at_ms: int = NOW_MS - 1_000) -> Arrivals:
-    return Arrivals(1, {e.dedup_key: ArrivalMark.of(e, marked_at_ms) for e in events})
+def marked(*events: CanonicalEvent, marked_at_ms: int = NOW_MS - 1_000) -> InteractionRecord:
+    """The record after these events' arrival was marked (and nothing claimed yet)."""
+    marks = {e.dedup_key: ArrivalMark.of(e, marked_at_ms) for e in events}
+    return InteractionRecord("int-1", version=len(events), marks=marks)
 
 
 @given(events=interaction_events(min_size=2), data=st.data())
 def test_an_event_newer_than_one_that_arrived_earlier_waits_for_it(events, data) -> None:
     """An arrival mark holds its event's place as an in-flight claim does: newer events wait,
     older ones go; a mark stops counting once its event is in the batch, stored or stuck."""
-    marked = data.draw(st.sampled_from(events))
-    others = [e for e in events if e is not marked]
+    earlier = data.draw(st.sampled_from(events))
+    others = [e for e in events if e is not earlier]
     candidates = [Candidate(e, (f"m-{e.event_id}",)) for e in others]
-    plan = plan_interaction(
-        InteractionRecord("int-1"), candidates, {}, terms(), arrivals_of(marked)
-    )
+    plan = plan_interaction(marked(earlier, *others), candidates, {}, terms())
     for candidate in candidates:
-        assert (candidate in plan.waiting) is precedes(marked, candidate.event)
+        assert (candidate in plan.waiting) is precedes(earlier, candidate.event)
         if candidate in plan.waiting:
             assert plan.wait_reason(candidate) == "older_event_pending"
 
-    with_it = [*candidates, Candidate(marked, ("m-marked",))]
-    in_batch = plan_interaction(
-        InteractionRecord("int-1"), with_it, {}, terms(), arrivals_of(marked)
-    )
-    assert not in_batch.waiting
-    stored = {marked.dedup_key: marked.payload_sha256}
-    done = plan_interaction(
-        InteractionRecord("int-1"), candidates, stored, terms(), arrivals_of(marked)
-    )
-    assert not done.waiting
-    stuck = arrivals_of(marked, marked_at_ms=NOW_MS - STUCK_MS)
-    assert not plan_interaction(InteractionRecord("int-1"), candidates, {}, terms(), stuck).waiting
+    with_it = [*candidates, Candidate(earlier, ("m-earlier",))]
+    assert not plan_interaction(marked(earlier, *others), with_it, {}, terms()).waiting
+    stored = {earlier.dedup_key: earlier.payload_sha256}
+    assert not plan_interaction(marked(earlier, *others), candidates, stored, terms()).waiting
+    stuck = marked(earlier, marked_at_ms=NOW_MS - STUCK_MS)
+    assert not plan_interaction(stuck, candidates, {}, terms()).waiting
 
 
-def test_marks_are_written_once_per_bounced_event_and_drop_claimed_and_stuck_ones() -> None:
+def test_a_claim_keeps_the_marks_of_waiting_events_and_drops_the_rest() -> None:
     first, second, third, fourth = (make_event(n, sequence=n) for n in range(1, 5))
-    arrivals = Arrivals(
-        3,
-        {
-            first.dedup_key: ArrivalMark.of(first, NOW_MS - 1_000),
-            second.dedup_key: ArrivalMark.of(second, NOW_MS - STUCK_MS),
+    record = marked(first, second, third, fourth)
+    record = replace(
+        record,
+        marks={
+            **record.marks,
+            fourth.dedup_key: ArrivalMark.of(fourth, NOW_MS - STUCK_MS),  # its record is gone
         },
     )
-    bounce = [Candidate(e, (f"m-{e.event_id}",)) for e in (first, fourth)]
-    marks = marks_to_write(arrivals, bounce, {third.dedup_key}, NOW_MS, STUCK_MS)
-    assert marks is not None
-    # The first keeps its first mark; the stuck one goes; the fourth gets one.
-    assert marks == {
-        first.dedup_key: arrivals.marks[first.dedup_key],
-        fourth.dedup_key: ArrivalMark.of(fourth, NOW_MS),
-    }
-    # A record marked before costs no write.
-    assert marks_to_write(arrivals, bounce[:1], (), NOW_MS, STUCK_MS) is None
-    # Claimed now: its mark rides out with the next write.
-    again = marks_to_write(
-        Arrivals(4, marks),
-        [*bounce[1:], Candidate(third, ("m3",))],
-        {first.dedup_key},
-        NOW_MS,
-        STUCK_MS,
+    stored = {third.dedup_key: third.payload_sha256}
+    # This batch holds the second event only: it waits for the first; nothing is claimed.
+    waiting = plan_interaction(record, [Candidate(second, ("m2",))], stored, terms())
+    assert waiting.claimed is None and waiting.wait_reason(Candidate(second, ("m2",)))
+    # The first's batch claims it: its mark goes (its claim holds the place), the second's
+    # stays, the stored third's and the stuck fourth's go.
+    plan = plan_interaction(record, [Candidate(first, ("m1",))], stored, terms())
+    assert plan.claimed is not None
+    assert set(plan.claimed.marks) == {second.dedup_key}
+    assert set(plan.claimed.inflight) == {first.dedup_key}
+
+
+def test_a_claim_says_when_its_event_first_reached_the_relay() -> None:
+    event = make_event(1, sequence=1)
+    plan = plan_interaction(
+        marked(event, marked_at_ms=NOW_MS - 4_000), [Candidate(event, ("m1",))], {}, terms()
     )
-    assert again is not None and first.dedup_key not in again
+    (publication,) = plan.publications
+    assert publication.claim.received_at == rfc3339(
+        datetime.fromtimestamp((NOW_MS - 4_000) / 1000, UTC)
+    )
+
+
+@given(events=interaction_events(min_size=2), data=st.data())
+def test_copies_of_an_event_hold_its_first_place_so_two_events_never_wait_for_each_other(
+    events, data
+) -> None:
+    """Every event's first copy was marked; the batches carry other copies of them (a
+    provider re-send: new envelope id, maybe another envelope time). Whatever the copies, the
+    oldest event by its first place never waits, so an interaction always makes progress,
+    and each claim carries the first copy's id, time and sequence."""
+    record = marked(*events)
+    copies = []
+    for event in events:
+        shifted = data.draw(st.integers(-5_000, 5_000))
+        copy = replace(
+            event,
+            event_id=f"resend-{event.event_id}",
+            occurred_at=rfc3339(parse_rfc3339(event.occurred_at) + timedelta(milliseconds=shifted)),
+        )
+        copies.append(Candidate(copy, (f"m-{event.event_id}",)))
+    batch = data.draw(st.lists(st.sampled_from(copies), min_size=1, unique=True))
+    plan = plan_interaction(record, batch, {}, terms())
+    firsts = sort_interaction([record.marks[c.dedup_key] for c in batch])
+    oldest = next(c for c in batch if c.dedup_key == firsts[0].dedup_key)
+    everyone = sort_interaction(list(record.marks.values()))
+    if everyone[0].dedup_key == oldest.dedup_key:
+        assert oldest.dedup_key not in {c.dedup_key for c in plan.waiting}
+    for publication in plan.publications:
+        first = record.marks[publication.candidate.dedup_key]
+        assert publication.claim.event_id == first.event_id
+        assert publication.claim.occurred_at == first.occurred_at
+        assert publication.claim.sequence == first.sequence
 
 
 def test_arrival_marks_survive_the_ledger_encoding() -> None:
-    from chalicelib.ingest.ledger import decode_arrivals, encode_arrivals
+    from chalicelib.ingest.ledger import decode_record, encode_record
 
-    arrivals = Arrivals(
-        2,
-        {
-            "e001": ArrivalMark.of(make_event(1, sequence=4), NOW_MS),
-            "e002": ArrivalMark.of(make_event(2, offset_ms=7), NOW_MS),
-        },
+    record = replace(
+        marked(make_event(1, sequence=4), make_event(2, offset_ms=7)),
+        version=2,
+        lease_owner=ME,
+        lease_until_ms=NOW_MS,
     )
-    assert decode_arrivals(encode_arrivals("int-1", 2, arrivals.marks, expires_at=1)) == arrivals
+    assert decode_record("int-1", encode_record(record, expires_at=1)) == record
 
 
 def test_a_stuck_claim_is_resumed_by_a_later_copy_not_claimed_again() -> None:

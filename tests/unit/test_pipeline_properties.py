@@ -235,7 +235,7 @@ class Invocation:
     records: list[QueuedMessage]
     crashed_at: str | None = None
     write_fault_streak: int = 0
-    settle_failed: bool = False  # BatchWriteItem failed on every attempt the ledger makes
+    settle_failed: bool = False  # a settle write (BatchWriteItem, release) failed every attempt
     response: dict[str, Any] | None = None
     unexpected: BaseException | None = None
 
@@ -318,7 +318,7 @@ class ChaosFaults(Faults):
             "sqs": self.chaos.sqs_error,
         }[call.service]
         if self.rng.random() < rate:
-            if call.operation == "BatchWriteItem":
+            if call.operation == "BatchWriteItem" or releasing(call):
                 self._write_fault(invocation)
             raise self.rng.choice([throttling, internal_error, connection_lost])(call.operation)
 
@@ -329,6 +329,8 @@ class ChaosFaults(Faults):
             invocation.settle_failed = True
 
     def after(self, call: Call) -> None:
+        if releasing(call):
+            self._invocation().write_fault_streak = 0  # this release went through
         if call.operation == "PutItem" and self.rng.random() < self.chaos.lost_response:
             raise internal_error(call.operation)
 
@@ -358,6 +360,11 @@ class ChaosFaults(Faults):
             else:
                 self._invocation().write_fault_streak = 0  # this chunk went through
         return left
+
+
+def releasing(call: Call) -> bool:
+    """The ledger's release of an interaction record (a settle write, like BatchWriteItem)."""
+    return call.operation == "PutItem" and call.params.get("ConditionExpression") == "v = :v"
 
 
 def connection_lost(operation: str) -> BotoCoreError:
@@ -405,7 +412,8 @@ class Run:
 def patched(clock: FakeClock, tally: Tally) -> Iterator[None]:
     with (
         mock.patch("chalicelib.ingest.batch.utc_now", clock.now),
-        mock.patch("chalicelib.aws._sleep_before_retry", lambda attempt: None),
+        mock.patch("chalicelib.aws.sleep_before_retry", lambda attempt: None),
+        mock.patch("chalicelib.ingest.ledger.sleep_before_retry", lambda attempt: None),
         mock.patch("chalicelib.telemetry.TALLY", tally),
         # This queue model has no DLQ: records retry until they succeed, however long that
         # takes, so a claim must never be given up as stuck (what a DLQ'd record's becomes).

@@ -1,0 +1,138 @@
+"""Genesys transcription streams (one CorrelationId per conversation, provider re-sends
+under new envelope ids, EventBridge re-deliveries) through three concurrent invocations
+against the real moto server: every notification reaches every consumer once, in time order
+per conversation except the ones flagged late, and nothing is left waiting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from random import Random
+from typing import Any
+
+import pytest
+
+from chalicelib.runtime import Runtime
+from scripts.local.runner import SqsPoller
+from scripts.traffic.genesys import TRANSCRIPTION, genesys_source, transcription_detail
+from scripts.traffic.simulate import envelope_time, random_uuid
+from tests.support.helpers import drain_queue
+from tests.support.reliability import REGION, Stage, provisioned_stage
+
+ORGANIZATION = "11111111-2222-4333-8444-555555555555"
+
+
+@pytest.fixture(scope="module")
+def shared_runtime(aws_endpoint: str) -> Iterator[Runtime]:
+    """This module's stage backs failed records off as a deployed one does (1 s, doubling up
+    to 4 s; the other reliability modules retry at once): newer notifications wait for older
+    ones still further back in the queue, and each wait is a receive of the redrive limit's.
+    Retried at once, a long-shuffled conversation would spend that limit in seconds."""
+    with provisioned_stage(
+        RELAY_BATCH_FAILURE_MODE="report",
+        RELAY_BACKOFF_BASE_SECONDS="1",
+        RELAY_BACKOFF_MAX_SECONDS="4",
+    ) as runtime:
+        yield runtime
+
+
+def streams(rng: Random, conversations: int, per_conversation: int) -> list[dict[str, Any]]:
+    start = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+    events = []
+    for _ in range(conversations):
+        conversation, communication = random_uuid(rng), random_uuid(rng)
+        correlation = random_uuid(rng)
+        moment = start + timedelta(milliseconds=rng.randrange(5000))
+        for _ in range(per_conversation):
+            moment += timedelta(milliseconds=rng.randrange(150, 2500))
+            detail = transcription_detail(
+                rng,
+                organization_id=ORGANIZATION,
+                conversation_id=conversation,
+                communication_id=communication,
+                correlation_id=correlation,
+                session_start=start,
+                moment=moment,
+            )
+            events.append(
+                {
+                    "version": "0",
+                    "id": random_uuid(rng),
+                    "detail-type": TRANSCRIPTION,
+                    "source": genesys_source(ORGANIZATION),
+                    "account": "123456789012",
+                    "time": envelope_time(moment),
+                    "region": "us-east-1",
+                    "resources": [],
+                    "detail": detail,
+                }
+            )
+    return events
+
+
+def content_key(event: dict[str, Any]) -> str:
+    """The Genesys profile's dedup key, by its contract: topicName | SHA-256(canonical body)."""
+    body = json.dumps(event["detail"]["eventBody"], sort_keys=True, separators=(",", ":"))
+    return f"{event['detail']['topicName']}|{hashlib.sha256(body.encode()).hexdigest()}"
+
+
+def test_transcription_streams_with_resends_drain_through_concurrent_invocations(
+    stage: Stage, ingest: Callable[[dict[str, Any], Any], Any]
+) -> None:
+    rng = Random(11)
+    notifications = streams(rng, conversations=5, per_conversation=30)
+    rng.shuffle(notifications)
+    bodies = [json.dumps(n) for n in notifications]
+    bodies += [json.dumps(n) for n in rng.sample(notifications, 30)]  # re-deliveries
+    bodies += [json.dumps(dict(n, id=random_uuid(rng))) for n in rng.sample(notifications, 15)]
+    rng.shuffle(bodies)
+    stage.send(bodies)
+    poller = SqsPoller(
+        stage.sqs,
+        name="runner-genesys",
+        queue_url=stage.ingest_url,
+        queue_arn=stage.ingest_arn,
+        region=REGION,
+        handler=ingest,
+        batch_size=10,
+        batching_window_seconds=0,
+        timeout_seconds=10,
+        concurrency=3,
+    )
+    started = time.monotonic()
+    poller.start()
+    try:
+        while stage.depth() and time.monotonic() - started < 300:
+            time.sleep(0.25)
+    finally:
+        poller.stop()
+    assert stage.depth() == 0, "the invocations did not drain the queue in 300 s"
+
+    # Whatever is not delivered is in the DLQ, whole, to be re-driven: a newer notification
+    # waits for every older one received before it was published (FIFO-like), and on a fully
+    # shuffled stream a long wait can spend the redrive limit's receives (a known limit: the
+    # waiting budget is shorter than the stuck-claim age; see docs/scaling.md).
+    dead = [content_key(json.loads(m["Body"])) for m in drain_queue(stage.sqs, stage.dlq_url)]
+    expected = {content_key(n) for n in notifications}
+    late = 0
+    for consumer, messages in stage.deliveries().items():
+        keys = [content_key(m["event"]) for m in messages]
+        assert len(keys) == len(set(keys)), f"{consumer} got a notification twice"
+        assert set(keys) | set(dead) == expected, consumer  # nothing lost, nothing else
+        newest: dict[str, str] = {}
+        for message in messages:
+            interaction, at = message["interaction_id"], message["occurred_at"]
+            before = newest.get(interaction)
+            # In time order per conversation, except the ones flagged late (older than one
+            # sent before them).
+            assert message["late"] is (before is not None and at < before), consumer
+            newest[interaction] = max(at, before or at)
+        late = sum(m["late"] for m in messages)
+    assert stage.quarantined() == []
+    print(
+        f"\n{len(expected)} notifications, {len(bodies)} records: {late} late, "
+        f"{len(set(dead))} dead-lettered while waiting"
+    )
