@@ -13,7 +13,10 @@ each log event with its time; the log group names the function). Short names:
     e  event_id        i  interaction_id     k  dedup_key (only when it is not the event id)
     m  message_id      f  first_event_id     late  present (true) only for a late event
 
-Every other field keeps its own name. Operational lines keep Powertools' full format.
+Every other field keeps its own name. Operational lines keep Powertools' full format, plus
+the invocation's Lambda context (`function_request_id`, `function_name`, `cold_start`, ...):
+every handler is wrapped with `in_lambda_context`, every route with
+`lambda_context_middleware`. Neither logs the event.
 """
 
 from __future__ import annotations

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote
 
-from botocore.exceptions import BotoCoreError, ClientError
 from chalice.app import BadRequestError, NotFoundError, Request, Response, SQSEvent
 
 from chalicelib.api.cursors import CursorError, cursor_key, decode_cursor, encode_cursor
 from chalicelib.api.params import parse_job_request, parse_timeline, parse_window
-from chalicelib.aws import error_code
+from chalicelib.aws import AwsFailure, error_code
 from chalicelib.errors import BadRequest, DependencyUnavailable, NotFound
 from chalicelib.formats import shown
 from chalicelib.replay import jobs as replay_jobs
@@ -56,7 +55,7 @@ def answered(route: Callable[P, R]) -> Callable[P, R | Response]:
             raise NotFoundError(str(error)) from None
         except DependencyUnavailable as error:
             return _unavailable(str(error))
-        except (ClientError, BotoCoreError) as error:
+        except AwsFailure as error:
             logger.warning(
                 "API dependency failed",
                 extra={"route": route.__name__, "error_code": error_code(error)},

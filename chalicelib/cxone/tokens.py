@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from chalicelib.aws import error_code
+from chalicelib.aws import AwsFailure, error_code
 from chalicelib.config import Settings
 from chalicelib.cxone.client import (
     AUTH_MODE_ACCESS_KEY,
@@ -248,7 +248,7 @@ def refresh_token(
     token_secret = settings.names.token_secret
     try:
         current = read_stored_token(secrets_client, token_secret)
-    except (ClientError, BotoCoreError) as error:
+    except AwsFailure as error:
         return RefreshOutcome(
             status="failed_unknown",
             token_expires_at=None,
@@ -270,7 +270,7 @@ def refresh_token(
         )
         new_token = client.fetch_token(credentials)
         store_token(secrets_client, token_secret, new_token)
-    except (RelayError, ClientError, BotoCoreError) as error:  # CXone's, the secret's, AWS's
+    except (RelayError, *AwsFailure) as error:  # CXone's, the credentials', AWS's
         kept = current if current is not None and current.is_valid_at(now) else None
         return RefreshOutcome(
             status="failed_kept_valid" if kept else "failed_expired",
