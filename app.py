@@ -16,6 +16,7 @@ from chalicelib.api.blueprint import api
 from chalicelib.config import load_settings, names_from_environment
 from chalicelib.console.blueprint import console_api
 from chalicelib.push.blueprint import push_api
+from chalicelib.telemetry import in_lambda_context, lambda_context_middleware
 from chalicelib.timing import EVENT_SOURCES
 from chalicelib.tracing import traced
 
@@ -33,6 +34,8 @@ app.register_blueprint(api)
 app.register_blueprint(push_api)
 # GET /console: the operator console page over the routes above (IAM when deployed).
 app.register_blueprint(console_api)
+# Every route's log lines carry the invocation's Lambda context (request id, function name).
+app.register_middleware(lambda_context_middleware, "http")
 
 
 @app.on_sqs_message(
@@ -41,6 +44,7 @@ app.register_blueprint(console_api)
     maximum_batching_window_in_seconds=EVENT_SOURCES["ingest"].maximum_batching_window_in_seconds,
     name="ingest",
 )
+@in_lambda_context
 @traced
 def ingest(event: SQSEvent) -> SqsBatchResponse:
     from chalicelib.ingest.handler import handle_ingest
@@ -50,6 +54,7 @@ def ingest(event: SQSEvent) -> SqsBatchResponse:
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="refresh_token")
+@in_lambda_context
 @traced
 def refresh_token(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib.cxone.tokens import scheduled_refresh

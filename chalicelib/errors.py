@@ -25,9 +25,19 @@ class ConfigurationError(RelayError, ValueError):
 class BadRequest(RelayError, ValueError):
     """The caller sent something the relay will not act on: a 400 listing the reasons."""
 
-    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+    def __init__(self, errors: Mapping[str, list[str]], message: str | None = None) -> None:
+        # `errors` maps each field to what is wrong with it; the message (the 400's text) says
+        # "<field>: <what is wrong>" once per problem, unless the raiser words it itself.
         self.errors = {field: list(messages) for field, messages in errors.items()}
-        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in self.errors.items()))
+        super().__init__(
+            message
+            if message is not None
+            else "; ".join(
+                f"{field}: {problem}"
+                for field, problems in self.errors.items()
+                for problem in problems
+            )
+        )
 
 
 class NotFound(RelayError):

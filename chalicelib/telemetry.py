@@ -13,22 +13,29 @@ each log event with its time; the log group names the function). Short names:
     e  event_id        i  interaction_id     k  dedup_key (only when it is not the event id)
     m  message_id      f  first_event_id     late  present (true) only for a late event
 
-Every other field keeps its own name. Operational lines keep Powertools' full format.
+Every other field keeps its own name. Operational lines keep Powertools' full format, plus
+the invocation's Lambda context (`function_request_id`, `function_name`, `cold_start`, ...):
+every handler is wrapped with `in_lambda_context`, every route with
+`lambda_context_middleware`. Neither logs the event.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+if TYPE_CHECKING:
+    from chalice.app import Request, Response
 
 SERVICE = "cxone-relay"
 NAMESPACE = "CXoneRelay"
@@ -54,6 +61,47 @@ class RelayLogFormatter(LambdaPowertoolsFormatter):
 
 
 logger = Logger(service=SERVICE, logger_formatter=RelayLogFormatter())
+
+
+class LambdaEvent(Protocol):
+    """A Chalice event object (SQSEvent, CloudWatchEvent): the event with Lambda's context."""
+
+    context: Any
+
+
+EventT = TypeVar("EventT", bound=LambdaEvent)
+ResultT = TypeVar("ResultT")
+
+
+def _handle(event: Any, context: Any, handler: Callable[[Any], Any]) -> Any:
+    return handler(event)
+
+
+# Powertools' decorator expects handler(event, context); Chalice handlers take one event object
+# that carries the context. log_event=False on purpose, whatever POWERTOOLS_LOGGER_LOG_EVENT
+# says: events hold payloads, and payloads stay out of the logs.
+_handle_in_lambda_context = logger.inject_lambda_context(_handle, log_event=False)
+
+
+def in_lambda_context(handler: Callable[[EventT], ResultT]) -> Callable[[EventT], ResultT]:
+    """`handler` with Powertools' `inject_lambda_context`: each log line of the invocation
+    carries cold_start and the function's name, memory, ARN and request id
+    (`function_request_id`), so one invocation's lines can be found together."""
+
+    @functools.wraps(handler)
+    def run(event: EventT) -> ResultT:
+        result: ResultT = _handle_in_lambda_context(event, event.context, handler)
+        return result
+
+    return run
+
+
+def lambda_context_middleware(
+    request: Request, get_response: Callable[[Request], Response]
+) -> Response:
+    """The same for every route of the API function, as a Chalice "http" middleware."""
+    response: Response = _handle_in_lambda_context(request, request.lambda_context, get_response)
+    return response
 
 
 class Tally:

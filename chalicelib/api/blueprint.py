@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from chalice.app import Blueprint, IAMAuthorizer, Request, Response, SQSEvent
 
 from chalicelib.config import names_from_environment
+from chalicelib.telemetry import in_lambda_context
 from chalicelib.timing import EVENT_SOURCES
 from chalicelib.tracing import traced
 
@@ -123,6 +124,7 @@ def replay_job_status(job_id: str) -> JobView | Response:
     batch_size=EVENT_SOURCES["replay_worker"].batch_size,
     name="replay_worker",
 )
+@in_lambda_context
 @traced
 def replay_worker(event: SQSEvent) -> None:
     """Run the job named by each message (batch size 1: one job per invocation)."""

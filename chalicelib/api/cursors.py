@@ -48,14 +48,10 @@ CURSOR_KEY_CACHE_SECONDS = 300
 
 
 class CursorError(BadRequest):
-    """The cursor cannot be used for this query; the message says why (never the key)."""
+    """The cursor cannot be used for this query (a 400); the message says why, never the key."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__({"cursor": [message]})
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+    def __init__(self, problem: str) -> None:
+        super().__init__({"cursor": [problem]})
 
 
 class CursorKeyUnavailable(DependencyUnavailable):

@@ -22,6 +22,7 @@ from typing import Any, cast
 from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
 from chalicelib.config import Settings
+from chalicelib.errors import BadRequest
 from chalicelib.formats import parse_rfc3339, rfc3339, shown
 from chalicelib.providers.common import Text, flatten_errors
 
@@ -40,18 +41,8 @@ BODY_MAX_BYTES = 64 * 1024
 _DIGITS = re.compile(r"[0-9]+")
 
 
-class ParameterError(ValueError):
-    """Bad request parameters; `errors` maps each parameter to what is wrong with it."""
-
-    def __init__(self, errors: Mapping[str, list[str]]) -> None:
-        self.errors = {name: list(messages) for name, messages in errors.items()}
-        super().__init__(
-            "; ".join(
-                f"{name}: {message}"
-                for name, messages in self.errors.items()
-                for message in messages
-            )
-        )
+class ParameterError(BadRequest):
+    """Bad request parameters (a 400); `errors` maps each parameter to what is wrong with it."""
 
 
 # ---- fields ---------------------------------------------------------------------------------

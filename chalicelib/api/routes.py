@@ -10,18 +10,12 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote
 
-from botocore.exceptions import BotoCoreError, ClientError
 from chalice.app import BadRequestError, NotFoundError, Request, Response, SQSEvent
 
 from chalicelib.api.cursors import CursorError, cursor_key, decode_cursor, encode_cursor
-from chalicelib.api.params import (
-    ParameterError,
-    parse_job_request,
-    parse_timeline,
-    parse_window,
-)
-from chalicelib.aws import error_code
-from chalicelib.errors import DependencyUnavailable
+from chalicelib.api.params import parse_job_request, parse_timeline, parse_window
+from chalicelib.aws import AwsFailure, error_code
+from chalicelib.errors import BadRequest, DependencyUnavailable, NotFound
 from chalicelib.formats import shown
 from chalicelib.replay import jobs as replay_jobs
 from chalicelib.runtime import Runtime, get_runtime
@@ -45,17 +39,23 @@ def _unavailable(message: str) -> Response:
 
 
 def answered(route: Callable[P, R]) -> Callable[P, R | Response]:
-    """The one boundary of the routes: a dependency that failed is a 503 saying so (logged
-    with its error code), never a 500 and never a message of AWS's. Bad input is refused
-    earlier, as a 400, by the parameter parsers."""
+    """The one boundary of the routes, by error family: a BadRequest (a parameter, the body,
+    the cursor) is a 400 saying what is wrong, a NotFound a 404, a dependency that failed a
+    503 saying so (an AWS failure logged with its error code), never a 500 and never a message
+    of AWS's."""
 
     @functools.wraps(route)
     def answer(*args: P.args, **kwargs: P.kwargs) -> R | Response:
         try:
             return route(*args, **kwargs)
+        except BadRequest as error:
+            # Chalice's own error renders the body {"Code": "BadRequestError", "Message": ...}.
+            raise BadRequestError(str(error)) from None
+        except NotFound as error:
+            raise NotFoundError(str(error)) from None
         except DependencyUnavailable as error:
             return _unavailable(str(error))
-        except (ClientError, BotoCoreError) as error:
+        except AwsFailure as error:
             logger.warning(
                 "API dependency failed",
                 extra={"route": route.__name__, "error_code": error_code(error)},
@@ -73,10 +73,6 @@ def _query_values(request: Request) -> dict[str, list[str]]:
     return {name: params.getlist(name) for name in params}
 
 
-def _bad_request(error: Exception) -> BadRequestError:
-    return BadRequestError(str(error))
-
-
 def _cursor_key(runtime: Runtime) -> bytes:
     return cursor_key(runtime.secretsmanager, runtime.settings.names.cursor_key_secret)
 
@@ -86,16 +82,13 @@ def _cursor_position(
 ) -> dict[str, Any] | None:
     if cursor is None:
         return None
-    try:
-        return decode_cursor(
-            cursor,
-            kind=kind,
-            filters=filters,
-            key=lambda: _cursor_key(runtime),
-            ttl_seconds=runtime.settings.cursor_ttl_seconds,
-        )
-    except CursorError as error:
-        raise BadRequestError(f"cursor: {error}") from None
+    return decode_cursor(
+        cursor,
+        kind=kind,
+        filters=filters,
+        key=lambda: _cursor_key(runtime),
+        ttl_seconds=runtime.settings.cursor_ttl_seconds,
+    )
 
 
 def _next_cursor(
@@ -112,10 +105,7 @@ def interaction_events(request: Request, interaction_id: str) -> dict[str, Any]:
     # API Gateway (REST) and Chalice hand over path parameters still percent-encoded
     # (aws/chalice#511); interaction ids may hold '/', spaces or non-ASCII characters.
     interaction_id = unquote(interaction_id)
-    try:
-        params = parse_timeline(interaction_id, _query_values(request))
-    except ParameterError as error:
-        raise _bad_request(error) from None
+    params = parse_timeline(interaction_id, _query_values(request))
     runtime = get_runtime()
     filters = params.cursor_filters()
     position = _cursor_position(runtime, params.cursor, TIMELINE_CURSOR, filters)
@@ -124,7 +114,7 @@ def interaction_events(request: Request, interaction_id: str) -> dict[str, Any]:
         try:
             after = queries.TimelinePosition.from_json(position)
         except ValueError:
-            raise BadRequestError("cursor: is not a timeline cursor") from None
+            raise CursorError("is not a timeline cursor") from None
     page = queries.timeline(
         runtime.dynamodb,
         runtime.settings.names.events_table,
@@ -144,17 +134,14 @@ def interaction_events(request: Request, interaction_id: str) -> dict[str, Any]:
 def replay_listing(request: Request) -> dict[str, Any]:
     """Stored events with since <= occurred_at < until, chronological."""
     runtime = get_runtime()
-    try:
-        params = parse_window(_query_values(request), runtime.settings)
-    except ParameterError as error:
-        raise _bad_request(error) from None
+    params = parse_window(_query_values(request), runtime.settings)
     filters = params.cursor_filters()
     position = _cursor_position(runtime, params.cursor, WINDOW_CURSOR, filters)
     after = None
     if position is not None:
         after = position.get("after")
         if not isinstance(after, str) or "#" not in after:
-            raise BadRequestError("cursor: is not a replay listing cursor")
+            raise CursorError("is not a replay listing cursor")
     page = queries.window(
         runtime.dynamodb,
         StoreTables.of(runtime.settings),
@@ -181,10 +168,7 @@ def replay_listing(request: Request) -> dict[str, Any]:
 def start_replay_job(request: Request) -> Response:
     """Record a re-drive job and queue it; the worker does the publishing."""
     runtime = get_runtime()
-    try:
-        job_request = parse_job_request(request.raw_body, runtime.settings)
-    except ParameterError as error:
-        raise _bad_request(error) from None
+    job_request = parse_job_request(request.raw_body, runtime.settings)
     try:
         job = replay_jobs.start_job(runtime, job_request)
     except DependencyUnavailable as error:
@@ -203,12 +187,17 @@ def replay_job_status(job_id: str) -> replay_jobs.JobView:
     runtime = get_runtime()
     job = replay_jobs.get_job(runtime.dynamodb, runtime.settings.names.jobs_table, job_id)
     if job is None:
-        raise NotFoundError(f"job_id: no replay job {shown(job_id)}")
+        raise NotFound(f"job_id: no replay job {shown(job_id)}")
     return job.view()
 
 
 def replay_worker(event: SQSEvent) -> None:
-    """Run the job named by each message (batch size 1: one job per invocation)."""
+    """Run the job named by each message (batch size 1: one job per invocation).
+
+    The worker's one boundary: a DependencyUnavailable (the job's lease is held elsewhere, a
+    table or queue failed) is logged and raised again, so the message comes back and the job
+    resumes from its checkpoint; the jobs module settles every other outcome itself.
+    """
     runtime = get_runtime()
     remaining_ms = getattr(event.context, "get_remaining_time_in_millis", None)
     for record in event:
@@ -217,5 +206,12 @@ def replay_worker(event: SQSEvent) -> None:
             # Retrying cannot make it a job message: drop it, loudly.
             logger.error("replay worker: message is not a job message; dropped")
             continue
-        outcome = replay_jobs.run_job(runtime, job_id, remaining_ms=remaining_ms)
+        try:
+            outcome = replay_jobs.run_job(runtime, job_id, remaining_ms=remaining_ms)
+        except DependencyUnavailable as error:
+            logger.warning(
+                "replay job deferred; its message comes back",
+                extra={"job_id": job_id, "reason": str(error)},
+            )
+            raise
         logger.info("replay job %s: %s", job_id, outcome.value)

@@ -35,6 +35,7 @@ import requests
 
 from chalicelib.aws import compute_backoff
 from chalicelib.config import ConfigError, env_int
+from chalicelib.errors import BadRequest, ConfigurationError, DependencyUnavailable, RelayError
 from chalicelib.formats import rfc3339, utc_now
 from chalicelib.telemetry import logger
 
@@ -62,23 +63,28 @@ _OAUTH_CREDENTIAL_ERRORS = ("invalid_client", "invalid_grant", "unauthorized_cli
 # --------------------------------------------------------------------------- exceptions
 
 
-class CXoneError(Exception):
-    """Any failure talking to CXone; the message says what to check and holds no secret."""
+class CXoneError(RelayError):
+    """Any failure talking to CXone; the message says what to check and holds no secret.
+
+    Each subclass is also in the family that says what to do about it: fix the configuration
+    (credentials, scope), retry later (rate limit, outage, a broken answer), or fix the
+    request.
+    """
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
 
-class CXoneAuthError(CXoneError):
+class CXoneAuthError(CXoneError, ConfigurationError):
     """401 (or an OAuth invalid_client/invalid_grant): the credentials or the token."""
 
 
-class CXonePermissionError(CXoneError):
+class CXonePermissionError(CXoneError, ConfigurationError):
     """403 (or an OAuth invalid_scope): the client's scope or role does not allow the call."""
 
 
-class CXoneRateLimitError(CXoneError):
+class CXoneRateLimitError(CXoneError, DependencyUnavailable):
     """429 still returned after the retries, or a Retry-After longer than we may wait."""
 
     def __init__(self, message: str, retry_after_seconds: float | None = None) -> None:
@@ -86,16 +92,22 @@ class CXoneRateLimitError(CXoneError):
         self.retry_after_seconds = retry_after_seconds
 
 
-class CXoneUnavailableError(CXoneError):
+class CXoneUnavailableError(CXoneError, DependencyUnavailable):
     """5xx, timeouts or connection failures still happening after the retries."""
 
 
-class CXoneProtocolError(CXoneError):
+class CXoneProtocolError(CXoneError, DependencyUnavailable):
     """CXone answered, but not with what the API promises (not JSON, missing fields)."""
 
 
-class CXoneRequestError(CXoneError):
+class CXoneRequestError(CXoneError, BadRequest):
     """Another 4xx: CXone refused the request itself (bad field, conflict, unknown path)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        # BadRequest's signature (errors by field), not CXoneError's, is next in line after
+        # CXoneError, so both are initialised here by name; the message stays CXone's own.
+        BadRequest.__init__(self, {"cxone": [message]}, message=message)
+        self.status = status
 
 
 # --------------------------------------------------------------------------- settings

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from chalicelib.aws import error_code
+from chalicelib.aws import AwsFailure, error_code
 from chalicelib.config import Settings
 from chalicelib.cxone.client import (
     AUTH_MODE_ACCESS_KEY,
@@ -33,11 +33,11 @@ from chalicelib.cxone.client import (
     ClientCredentials,
     CXoneClient,
     CXoneCredentials,
-    CXoneError,
     CXoneSettings,
     load_cxone_settings,
 )
-from chalicelib.formats import rfc3339, utc_now
+from chalicelib.errors import ConfigurationError, DependencyUnavailable, RelayError
+from chalicelib.formats import parse_rfc3339, rfc3339, utc_now
 from chalicelib.runtime import Runtime
 from chalicelib.telemetry import BatchMetrics, logger
 
@@ -52,12 +52,12 @@ DEFAULT_PROVIDER_MARGIN_SECONDS = 300
 DEFAULT_PROVIDER_REREAD_SECONDS = 30
 
 
-class CredentialsError(Exception):
+class CredentialsError(ConfigurationError):
     """The CXone credentials secret is missing or malformed; names the secret, not its content."""
 
 
-class TokenUnavailableError(Exception):
-    """No valid CXone token is stored; says where to look."""
+class TokenUnavailableError(DependencyUnavailable):
+    """No valid CXone token is stored (the refresh schedule is failing); says where to look."""
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,10 @@ def parse_token_secret(secret_string: str) -> AccessToken | None:
     try:
         body = json.loads(secret_string)
         value = body["access_token"]
-        expires_at = datetime.fromisoformat(body["expires_at"])
+        expires_at = parse_rfc3339(body["expires_at"])
     except (ValueError, KeyError, TypeError):
         return None
-    if not isinstance(value, str) or not value or expires_at.tzinfo is None:
+    if not isinstance(value, str) or not value:
         return None
     token_type = body.get("token_type")
     return AccessToken(
@@ -248,7 +248,7 @@ def refresh_token(
     token_secret = settings.names.token_secret
     try:
         current = read_stored_token(secrets_client, token_secret)
-    except (ClientError, BotoCoreError) as error:
+    except AwsFailure as error:
         return RefreshOutcome(
             status="failed_unknown",
             token_expires_at=None,
@@ -270,7 +270,7 @@ def refresh_token(
         )
         new_token = client.fetch_token(credentials)
         store_token(secrets_client, token_secret, new_token)
-    except (CXoneError, CredentialsError, ClientError, BotoCoreError) as error:
+    except (RelayError, *AwsFailure) as error:  # CXone's, the credentials', AWS's
         kept = current if current is not None and current.is_valid_at(now) else None
         return RefreshOutcome(
             status="failed_kept_valid" if kept else "failed_expired",
@@ -358,8 +358,9 @@ class TokenProvider:
         return now - self._read_at >= self._reread
 
 
-class TokenRefreshFailed(Exception):
-    """The scheduled refresh failed and no valid token remains: CXone calls will fail."""
+class TokenRefreshFailed(DependencyUnavailable):
+    """The scheduled refresh failed and no valid token remains: CXone calls will fail until a
+    later run (the schedule is the retry) gets one."""
 
 
 def scheduled_refresh(runtime: Runtime, now: datetime | None = None) -> RefreshOutcome:

@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -266,25 +266,15 @@ class IngestBatch:
         by_interaction: dict[str, list[Candidate]] = defaultdict(list)
         for candidate in candidates:
             by_interaction[candidate.event.interaction_id].append(candidate)
-        stored = self.ledger.read_stored((c.event.interaction_id, c.dedup_key) for c in candidates)
+        read = {(c.event.interaction_id, c.dedup_key) for c in candidates}
+        stored = self.ledger.read_stored(read)
         unmarked = {
             interaction_id
             for interaction_id, group in by_interaction.items()
             if all((interaction_id, c.dedup_key) in stored for c in group)
         }
         records = self._mark_arrivals(by_interaction, stored)
-        # In-flight claims and arrival marks of earlier attempts may have been stored since (a
-        # crash between storing and releasing, a mark of a copy claimed in the meantime): look
-        # those few up too.
-        unknown = [
-            (interaction_id, key)
-            for interaction_id, record in records.items()
-            for key in [*record.inflight, *record.marks]
-            if (interaction_id, key) not in stored
-            and key not in {c.dedup_key for c in by_interaction[interaction_id]}
-        ]
-        if unknown:
-            stored.update(self.ledger.read_stored(unknown))
+        self._look_up_stored(records.values(), stored, read)
         terms = LeaseTerms(
             owner=self.owner,
             now_ms=int(self.now.timestamp() * 1000),
@@ -298,8 +288,27 @@ class IngestBatch:
             for interaction_id, group in by_interaction.items()
             if interaction_id in records or interaction_id in unmarked
         ]
-        claimed = self._claim(groups, stored, terms)
+        claimed = self._claim(groups, stored, read, terms)
         self._publish_and_settle(claimed)
+
+    def _look_up_stored(
+        self,
+        records: Iterable[InteractionRecord],
+        stored: dict[tuple[str, str], str],
+        read: set[tuple[str, str]],
+    ) -> None:
+        """Add to `stored` the in-flight claims and arrival marks of these records that were
+        stored since `stored` was read (a crash between storing and releasing, a holder that
+        finished, a mark of a copy claimed in the meantime): a stale answer would take a
+        finished claim for an unfinished one, and resume it (a second delivery)."""
+        unknown = {
+            (record.interaction_id, key)
+            for record in records
+            for key in [*record.inflight, *record.marks]
+        } - read
+        if unknown:
+            stored.update(self.ledger.read_stored(unknown))
+            read |= unknown
 
     def _mark_arrivals(
         self, by_interaction: dict[str, list[Candidate]], stored: dict[tuple[str, str], str]
@@ -338,6 +347,7 @@ class IngestBatch:
         self,
         groups: list[tuple[InteractionRecord, list[Candidate]]],
         stored: dict[tuple[str, str], str],
+        read: set[tuple[str, str]],
         terms: LeaseTerms,
     ) -> list[InteractionPlan]:
         """Plan each interaction and claim what its plan publishes (one conditional write each,
@@ -395,6 +405,7 @@ class IngestBatch:
                     self.metrics.count("ClaimRefused")
             if not todo:
                 break
+            self._look_up_stored((record for record, _ in todo.values()), stored, read)
         return claimed
 
     def _decide(self, plan: InteractionPlan, claimed: bool = True) -> None:
@@ -539,7 +550,12 @@ class IngestBatch:
             for version, record in releases
         ]
         for future in released:
-            future.result()
+            try:
+                future.result()
+            except DependencyUnavailable as error:
+                # The delivered events are stored (acknowledged below); what stays in flight
+                # is retried anyway, and taken over with the lease if this record stays.
+                logger.error("interaction record not released", extra={"error": str(error)})
         for publication in done:
             self._ack_all(publication.candidate, "delivered", primary_decision="delivered")
             if publication.claim.late:

@@ -597,7 +597,7 @@ def run_job(
             return RunOutcome.UNKNOWN_JOB
         if current.status in (DONE, FAILED):
             return RunOutcome.FINISHED_BEFORE
-        raise JobBusy(job_id) from None
+        raise JobBusy(f"another worker holds the lease of replay job {job_id}") from None
 
     missing = [consumer for consumer in job.consumers if consumer not in runtime.consumer_topics]
     if missing:

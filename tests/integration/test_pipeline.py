@@ -36,9 +36,9 @@ from chalicelib.model import QUARANTINE_RAW_LIMIT, SNS_MAX_MESSAGE_BYTES, delive
 from chalicelib.providers.validation import validate_record
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from chalicelib.telemetry import TALLY
+from tests.support import pipeline_model as properties
 from tests.support.fakes import FakeAws, FakeClock, client_error, fault_hook
 from tests.support.helpers import DELIVERED_FIELDS, cxone_event, drain_queue, sqs_lambda_event
-from tests.unit import test_pipeline_properties as properties
 
 RFC3339_MILLIS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
