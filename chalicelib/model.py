@@ -152,3 +152,22 @@ def sns_message_size(body: str, attributes: dict[str, dict[str, str]]) -> int:
         size += len(name.encode()) + len(attribute["DataType"].encode())
         size += len(attribute["StringValue"].encode("utf-8"))
     return size
+
+
+@dataclass(frozen=True)
+class SqsRecord:
+    message_id: str
+    body: str
+    receipt_handle: str
+    receive_count: int
+    source_arn: str
+
+    @classmethod
+    def from_lambda(cls, raw: dict[str, Any]) -> SqsRecord:
+        return cls(
+            message_id=raw["messageId"],
+            body=raw.get("body", ""),
+            receipt_handle=raw.get("receiptHandle", ""),
+            receive_count=int(raw.get("attributes", {}).get("ApproximateReceiveCount", "1")),
+            source_arn=raw.get("eventSourceARN", ""),
+        )

@@ -1,32 +1,33 @@
 """The ingest pipeline: one SQS batch from validation to acknowledgement.
 
-    validate -> quarantine invalid | collapse in-batch duplicates -> read dedup records
-    -> mark the fresh events' arrival (one update per interaction, reading its record back)
-    -> plan per interaction (claims.py, pure) -> claim (one conditional write each; a claim
-       refused because the record changed is planned again from the record as it is now)
-    -> publish to every consumer topic (concurrently) -> store, then release what stays in
-       flight (ledger.py) -> quarantine what a topic refused for good
-    -> acknowledge, or fail (handler.py backs failures off and answers Lambda)
+`IngestBatch.run` reads as its stages (the way Chalice's `Deployer._deploy` does):
 
-A record is acknowledged only when its event reached every consumer, was quarantined, or
-is a confirmed duplicate of a delivered event. Anything else is a batch item failure.
+    1. validate, collapse in-batch duplicates; quarantine the invalid (alongside the rest)
+    2. read the dedup records; mark the fresh events' arrival (one update per interaction,
+       which reads its record back)
+    3. plan per interaction (claims.py, pure) and claim (one conditional write each; a claim
+       refused because the record changed is planned again from the record as it is now)
+    4. publish to every consumer topic (concurrently)
+    5. store the delivered events, then release what stays in flight (ledger.py); quarantine
+       what a topic refused for good
+    6. report: acknowledge or fail each record (report.py; handler.py answers Lambda)
+
+The deadline is checked before each stage that starts work.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from chalicelib.aws import AwsFailure
 from chalicelib.errors import DependencyUnavailable
-from chalicelib.formats import parse_rfc3339, rfc3339, sha256_hex, utc_now
+from chalicelib.formats import parse_rfc3339, rfc3339, utc_now
 from chalicelib.ingest.claims import (
     ArrivalMark,
     Candidate,
@@ -37,22 +38,21 @@ from chalicelib.ingest.claims import (
     plan_interaction,
     settle_interaction,
 )
-from chalicelib.ingest.fanout import OutboundMessage, fan_out, publish_ordered
+from chalicelib.ingest.fanout import OutboundMessage, PublishResult, fan_out
 from chalicelib.ingest.ledger import ClaimRefused, Ledger
+from chalicelib.ingest.quarantine import publish_quarantine, undeliverable
+from chalicelib.ingest.report import BatchOutcome, BatchReport
 from chalicelib.model import (
-    QUARANTINE_RAW_LIMIT,
-    SNS_MAX_MESSAGE_BYTES,
     CanonicalEvent,
     DeliveredMessage,
     InvalidEvent,
+    SqsRecord,
     delivered_message,
-    message_attributes,
-    sns_message_size,
 )
 from chalicelib.providers.validation import validate_record
 from chalicelib.runtime import Runtime
 from chalicelib.store.layout import event_item, time_index_items
-from chalicelib.telemetry import BatchMetrics, audit, logger
+from chalicelib.telemetry import BatchMetrics, logger
 from chalicelib.timing import (
     LONGEST_RECORD_LIFE_SECONDS,
     MAX_RECEIVE_COUNT,
@@ -74,38 +74,6 @@ def stuck_claim_ms(stage: str) -> int:
     return MAX_RECEIVE_COUNT * VISIBILITY_FACTOR * ingest_timeout_seconds(stage) * 1000
 
 
-@dataclass(frozen=True)
-class SqsRecord:
-    message_id: str
-    body: str
-    receipt_handle: str
-    receive_count: int
-    source_arn: str
-
-    @classmethod
-    def from_lambda(cls, raw: dict[str, Any]) -> SqsRecord:
-        return cls(
-            message_id=raw["messageId"],
-            body=raw.get("body", ""),
-            receipt_handle=raw.get("receiptHandle", ""),
-            receive_count=int(raw.get("attributes", {}).get("ApproximateReceiveCount", "1")),
-            source_arn=raw.get("eventSourceARN", ""),
-        )
-
-
-@dataclass
-class BatchOutcome:
-    acknowledged: dict[str, str] = field(default_factory=dict)  # message id -> decision
-    failed: dict[str, str] = field(default_factory=dict)  # message id -> reason
-
-    def ack(self, message_id: str, decision: str) -> None:
-        self.acknowledged[message_id] = decision
-
-    def fail(self, message_ids: Sequence[str], reason: str) -> None:
-        for message_id in message_ids:
-            self.failed[message_id] = reason
-
-
 class Deadline:
     """Remaining time of the invocation, from the Lambda context (none in plain tests)."""
 
@@ -120,35 +88,12 @@ class Deadline:
         return remaining < self._margin_ms
 
 
-def quarantine_message(record: SqsRecord, invalid: InvalidEvent, received_at: str) -> str:
-    raw = record.body.encode("utf-8", errors="surrogatepass")
-    return json.dumps(
-        {
-            "reason": invalid.reason,
-            "errors": invalid.errors,
-            "raw": raw[:QUARANTINE_RAW_LIMIT].decode("utf-8", errors="replace"),
-            "raw_bytes": len(raw),
-            "raw_sha256": sha256_hex(raw),
-            "message_id": record.message_id,
-            "received_at": received_at,
-        },
-        ensure_ascii=False,
-    )
+@dataclass
+class Ledgered:
+    """What the ledger said before claiming: stored events and the marked records."""
 
-
-def undeliverable(event: CanonicalEvent, received_at: str) -> InvalidEvent | None:
-    """`too_large` when the delivered message would exceed SNS's limit (key limits are the
-    validation's; what SNS still refuses for good is poison once published, see `_settle`)."""
-    # Sized as the larger of the two messages it may become: `false` is longer than `true`.
-    message = delivered_message(event, received_at=received_at, late=False)
-    body = OutboundMessage.from_message("size", message, event.event_id).body
-    size = sns_message_size(body, message_attributes(message))
-    if size <= SNS_MAX_MESSAGE_BYTES:
-        return None
-    limit = SNS_MAX_MESSAGE_BYTES
-    return InvalidEvent(
-        "too_large", {"_message": [f"delivered message is {size} bytes; SNS accepts {limit}"]}
-    )
+    groups: list[tuple[InteractionRecord, list[Candidate]]]  # per interaction to plan
+    stored: dict[tuple[str, str], str]  # (interaction id, dedup key) -> payload fingerprint
 
 
 class IngestBatch:
@@ -161,9 +106,9 @@ class IngestBatch:
         self.ledger = Ledger(
             runtime.dynamodb, self.settings.names.ledger_table, self.settings.names.events_table
         )
-        self.metrics = BatchMetrics()
-        self.outcome = BatchOutcome()
+        self.report = BatchReport(BatchMetrics())
         self.now = utc_now()
+        self.now_ms = int(self.now.timestamp() * 1000)
         self.received_at = rfc3339(self.now)
         # Interaction records outlive every record that may still come back (timing.py).
         retention = max(self.settings.dedup_retention_days * 86400, LONGEST_RECORD_LIFE_SECONDS)
@@ -171,26 +116,28 @@ class IngestBatch:
 
     def run(self) -> BatchOutcome:
         started = time.perf_counter()
-        self.metrics.count("Received", len(self.records))
-        self.metrics.count("BatchSize", len(self.records))
+        self.report.received(len(self.records))
         candidates, invalid = self._validate()
-        quarantine = self.runtime.executor.submit(self._quarantine, invalid)
+        quarantined = self.runtime.executor.submit(self._quarantine, invalid)
         try:
             self._deliver(candidates)
         except DependencyUnavailable as error:
             logger.error("ledger unavailable; records retried", extra={"error": str(error)})
-            pending = [r for c in candidates for r in c.record_ids if r not in self.outcome.failed]
-            self.outcome.fail([r for r in pending if r not in self.outcome.acknowledged], "ledger")
-        quarantine.result()
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        if self.records:
-            self.metrics.milliseconds("RecordMs", [elapsed_ms / len(self.records)])
-        self.metrics.count("Retried", len(self.outcome.failed))
-        # Per reason, so an operator tells ordering waits and lease contention from errors.
-        for reason, retried in Counter(self.outcome.failed.values()).items():
-            self.metrics.count(f"Retried:{reason}", retried)
-        self.metrics.flush()
-        return self.outcome
+            self.report.retried([r for c in candidates for r in c.record_ids], "ledger")
+        quarantined.result()
+        return self.report.finish(len(self.records), (time.perf_counter() - started) * 1000)
+
+    def _deliver(self, candidates: list[Candidate]) -> None:
+        """Stages 2 to 5 for the valid events; each stage that starts work first checks the
+        deadline."""
+        if not candidates or self._out_of_time(candidates):
+            return
+        ledgered = self._read_and_mark(candidates)
+        claimed = self._claim(ledgered, self._terms())
+        if not claimed or self._out_of_time([p.candidate for c in claimed for p in c.publications]):
+            return
+        reached, refused = self._publish(claimed)
+        self._settle(claimed, reached, refused)
 
     # 1. validation ---------------------------------------------------------------------
     def _validate(self) -> tuple[list[Candidate], list[tuple[SqsRecord, InvalidEvent]]]:
@@ -208,128 +155,56 @@ class IngestBatch:
                 continue
             by_key[(result.interaction_id, result.dedup_key)].append((record, result))
             ages.append(_age_ms(result.occurred_at, self.now))
-        self.metrics.count("Valid", sum(len(v) for v in by_key.values()))
-        self.metrics.count("Invalid", len(invalid))
-        self.metrics.milliseconds("EventAgeMs", ages)
+        self.report.validated(sum(len(v) for v in by_key.values()), len(invalid), ages)
         candidates = []
         for group in by_key.values():
             primary = group[0][1]
             variants: dict[str, CanonicalEvent] = {}
             for _, other in group[1:]:
                 if other.payload_sha256 != primary.payload_sha256:
-                    self.metrics.count("Conflicts")
-                    audit("conflict", **_ids(other), first_event_id=primary.event_id)
+                    self.report.conflict(other, primary)
                     variants.setdefault(other.payload_sha256, other)
             record_ids = tuple(r.message_id for r, _ in group)
             candidates.append(Candidate(primary, record_ids, tuple(variants.values())))
         return candidates, invalid
 
     def _quarantine(self, invalid: list[tuple[SqsRecord, InvalidEvent]]) -> None:
-        if not invalid:
-            return
-        messages = [
-            OutboundMessage(
-                key=record.message_id,
-                group=record.message_id,
-                body=quarantine_message(record, problem, self.received_at),
-                attributes={"reason": {"DataType": "String", "StringValue": problem.reason}},
-                dedup_id=record.message_id,
-            )
-            for record, problem in invalid
-        ]
-        # Published right here, not through fan_out: this already runs as a task of the shared
-        # pool, and waiting in one task for another deadlocks a pool that batches fill up.
-        result = publish_ordered(self.runtime.sns, self.runtime.quarantine_topic, messages)
-        for record, problem in invalid:
-            if record.message_id in result.published:
-                self.outcome.ack(record.message_id, "quarantined")
-                self.metrics.count("Quarantined")
-                self.metrics.count(f"Quarantined:{problem.reason}")
-                for field_name in problem.errors:
-                    self.metrics.count(f"InvalidField:{field_name}")
-                audit(
-                    "quarantined",
-                    message_id=record.message_id,
-                    reason=problem.reason,
-                    fields=sorted(problem.errors),
-                )
-            else:
-                self.outcome.fail([record.message_id], "quarantine_publish_failed")
+        publish_quarantine(
+            self.runtime.sns, self.runtime.quarantine_topic, invalid, self.received_at, self.report
+        )
 
-    # 2. dedup, ordering, fan-out -------------------------------------------------------
-    def _deliver(self, candidates: list[Candidate]) -> None:
-        if not candidates:
-            return
-        if self.deadline.exhausted():
-            self.outcome.fail([r for c in candidates for r in c.record_ids], "deadline")
-            return
+    # 2. dedup records and arrival marks ------------------------------------------------
+    def _read_and_mark(self, candidates: list[Candidate]) -> Ledgered:
+        """Mark the arrivals, then read which events are stored: in that order, because a
+        holder stores its events before it releases them from its record. Read the other way
+        round, an event stored and released in between would look neither stored nor in
+        flight, and be claimed again (a second delivery)."""
         by_interaction: dict[str, list[Candidate]] = defaultdict(list)
         for candidate in candidates:
             by_interaction[candidate.event.interaction_id].append(candidate)
-        read = {(c.event.interaction_id, c.dedup_key) for c in candidates}
-        stored = self.ledger.read_stored(read)
-        unmarked = {
-            interaction_id
-            for interaction_id, group in by_interaction.items()
-            if all((interaction_id, c.dedup_key) in stored for c in group)
-        }
-        records = self._mark_arrivals(by_interaction, stored)
-        self._look_up_stored(records.values(), stored, read)
-        terms = LeaseTerms(
-            owner=self.owner,
-            now_ms=int(self.now.timestamp() * 1000),
-            lease_ms=self.settings.lease_seconds * 1000,
-            stuck_ms=stuck_claim_ms(self.settings.stage),
-            received_at=self.received_at,
-        )
-        # Only duplicates: no record needed. Marking failed: retried already.
-        groups = [
-            (records.get(interaction_id) or InteractionRecord(interaction_id), group)
-            for interaction_id, group in by_interaction.items()
-            if interaction_id in records or interaction_id in unmarked
-        ]
-        claimed = self._claim(groups, stored, read, terms)
-        self._publish_and_settle(claimed)
-
-    def _look_up_stored(
-        self,
-        records: Iterable[InteractionRecord],
-        stored: dict[tuple[str, str], str],
-        read: set[tuple[str, str]],
-    ) -> None:
-        """Add to `stored` the in-flight claims and arrival marks of these records that were
-        stored since `stored` was read (a crash between storing and releasing, a holder that
-        finished, a mark of a copy claimed in the meantime): a stale answer would take a
-        finished claim for an unfinished one, and resume it (a second delivery)."""
-        unknown = {
-            (record.interaction_id, key)
-            for record in records
-            for key in [*record.inflight, *record.marks]
-        } - read
-        if unknown:
-            stored.update(self.ledger.read_stored(unknown))
-            read |= unknown
+        records = self._mark_arrivals(by_interaction)
+        # Marking failed: retried already.
+        groups = [(records[i], group) for i, group in by_interaction.items() if i in records]
+        stored: dict[tuple[str, str], str] = {}
+        self._read_stored(groups, stored)
+        return Ledgered(groups, stored)
 
     def _mark_arrivals(
-        self, by_interaction: dict[str, list[Candidate]], stored: dict[tuple[str, str], str]
+        self, by_interaction: dict[str, list[Candidate]]
     ) -> dict[str, InteractionRecord]:
-        """Mark the fresh events' arrival on their interaction records, before anything is
-        claimed (one update per interaction, concurrently), and return the records as they are
-        after it. An interaction whose records could not be marked is retried as a whole: its
-        events must not be claimed without holding their place."""
-        fresh = {
-            interaction_id: [c for c in group if (interaction_id, c.dedup_key) not in stored]
-            for interaction_id, group in by_interaction.items()
-        }
+        """Mark the events' arrival on their interaction records, before anything is claimed
+        (one update per interaction, concurrently), and return the records as they are after
+        it. An interaction whose records could not be marked is retried as a whole: its events
+        must not be claimed without holding their place. (A duplicate's mark is harmless: a
+        stored event's mark holds nothing back, and the next claim drops it.)"""
         futures = {
             interaction_id: self.runtime.executor.submit(
                 self.ledger.mark_arrivals,
                 interaction_id,
-                [ArrivalMark.of(c.event, int(self.now.timestamp() * 1000)) for c in group],
+                [ArrivalMark.of(c.event, self.now_ms) for c in group],
                 self.record_expires_at,
             )
-            for interaction_id, group in fresh.items()
-            if group
+            for interaction_id, group in by_interaction.items()
         }
         records: dict[str, InteractionRecord] = {}
         for interaction_id, future in futures.items():
@@ -337,26 +212,49 @@ class IngestBatch:
                 records[interaction_id] = future.result()
             except DependencyUnavailable as error:
                 logger.warning("arrival marks not written", extra={"error": str(error)})
-                self.outcome.fail(
+                self.report.retried(
                     [r for c in by_interaction[interaction_id] for r in c.record_ids], "ledger"
                 )
-        self.metrics.count("ArrivalWrites", len(futures))
+        self.report.metrics.count("ArrivalWrites", len(futures))
         return records
 
-    def _claim(
+    def _read_stored(
         self,
-        groups: list[tuple[InteractionRecord, list[Candidate]]],
+        groups: Iterable[tuple[InteractionRecord, list[Candidate]]],
         stored: dict[tuple[str, str], str],
-        read: set[tuple[str, str]],
-        terms: LeaseTerms,
-    ) -> list[InteractionPlan]:
+    ) -> None:
+        """Add to `stored` the events of these records (the candidates, their in-flight claims
+        and arrival marks) stored by now; read after the records, and again whenever a record
+        is newer than the last read (a stale answer would take a finished claim for an
+        unfinished one, or a released event for a fresh one: a second delivery)."""
+        keys = {
+            (record.interaction_id, key)
+            for record, group in groups
+            for key in [*record.inflight, *record.marks, *(c.dedup_key for c in group)]
+        }
+        unknown = keys - stored.keys()
+        if unknown:
+            stored.update(self.ledger.read_stored(unknown))
+
+    # 3. plan and claim -----------------------------------------------------------------
+    def _terms(self) -> LeaseTerms:
+        return LeaseTerms(
+            owner=self.owner,
+            now_ms=self.now_ms,
+            lease_ms=self.settings.lease_seconds * 1000,
+            stuck_ms=stuck_claim_ms(self.settings.stage),
+            received_at=self.received_at,
+        )
+
+    def _claim(self, ledgered: Ledgered, terms: LeaseTerms) -> list[InteractionPlan]:
         """Plan each interaction and claim what its plan publishes (one conditional write each,
         concurrently). A claim refused because the record changed (an arrival marked, another
         invocation's claim) is planned again from the record as DynamoDB returned it, up to
         CLAIM_ROUNDS times; then its records are retried (their marks hold their place)."""
+        stored = ledgered.stored
         claimed: list[InteractionPlan] = []
-        todo = {record.interaction_id: (record, group) for record, group in groups}
-        group_of = {record.interaction_id: group for record, group in groups}
+        todo = {record.interaction_id: (record, group) for record, group in ledgered.groups}
+        group_of = {record.interaction_id: group for record, group in ledgered.groups}
         for round_number in range(CLAIM_ROUNDS):
             plans = {
                 interaction_id: (
@@ -371,14 +269,15 @@ class IngestBatch:
                 for interaction_id, (record, group) in todo.items()
             }
             ready = {i: rp for i, rp in plans.items() if rp[1].claimed is not None}
+            # Decided once, on the round that is final for the interaction.
             for _, plan in plans.values():
                 if plan.claimed is None:
                     self._decide(plan)
             if ready and self._out_of_time(
-                [p for _, plan in ready.values() for p in plan.publications]
+                [p.candidate for _, plan in ready.values() for p in plan.publications]
             ):
                 for _, plan in ready.values():
-                    self._decide(plan, claimed=False)
+                    self._decide(plan)
                 return claimed
             futures = {
                 interaction_id: self.runtime.executor.submit(
@@ -401,53 +300,44 @@ class IngestBatch:
                 elif refused.current is not None and round_number < CLAIM_ROUNDS - 1:
                     todo[interaction_id] = (refused.current, group_of[interaction_id])
                 else:
-                    self._decide(plan, claimed=False)
-                    self.metrics.count("ClaimRefused")
+                    self._decide(plan)
+                    self.report.claim_refused(plan.publications)
             if not todo:
                 break
-            self._look_up_stored((record for record, _ in todo.values()), stored, read)
+            self._read_stored(todo.values(), stored)
         return claimed
 
-    def _decide(self, plan: InteractionPlan, claimed: bool = True) -> None:
-        """Record a plan's final decisions: duplicates acknowledged, waiting records failed
-        for their reason; publications not claimed (refused, out of time) failed."""
+    def _decide(self, plan: InteractionPlan) -> None:
+        """Record a plan's decisions for what it does not claim: duplicates acknowledged,
+        waiting records failed for their reason."""
         for candidate, conflict in plan.duplicates:
-            self._ack_all(candidate, "duplicate")
-            if conflict:
-                self.metrics.count("Conflicts")
-            audit("duplicate", **_ids(candidate.event), conflict=conflict)
-        for candidate in plan.waiting:
-            self.outcome.fail(candidate.record_ids, plan.wait_reason(candidate))
-        if plan.waiting:
-            self.metrics.count("Waiting", len(plan.waiting))
+            self.report.duplicate(candidate, conflict)
+        self.report.waiting(plan.waiting, dict(plan.wait_reasons))
         for key in plan.abandoned:
             logger.warning(
                 "stuck claim no longer blocks its interaction",
                 extra={"interaction_id": plan.interaction_id, "dedup_key": key},
             )
-        if not claimed:
-            for publication in plan.publications:
-                if publication.candidate.record_ids[0] not in self.outcome.failed:
-                    self.outcome.fail(publication.candidate.record_ids, "claim_refused")
 
-    def _out_of_time(self, publications: Sequence[Publication]) -> bool:
+    def _out_of_time(self, candidates: Sequence[Candidate]) -> bool:
         """Checked before each stage that starts work: past the margin, a real Lambda would be
-        killed part-way, so the stage does not start and its records are retried."""
+        killed part-way, so the stage does not start and its records are retried. (Claimed but
+        not published, the claims stay in flight: nothing reached a consumer, and the next
+        attempt takes them over once the lease ends.)"""
         if not self.deadline.exhausted():
             return False
-        for publication in publications:
-            self.outcome.fail(publication.candidate.record_ids, "deadline")
+        self.report.retried([r for c in candidates for r in c.record_ids], "deadline")
         return True
 
-    def _publish_and_settle(self, plans: list[InteractionPlan]) -> None:
-        """Publish, then settle (what a topic refused for good is quarantined there)."""
-        if not plans:
-            return
+    # 4. publish ------------------------------------------------------------------------
+    def _publish(
+        self, plans: list[InteractionPlan]
+    ) -> tuple[dict[str, dict[str, set[str]]], dict[str, dict[str, str]]]:
+        """Publish every claimed event to the consumers it has not reached; returns, per
+        interaction, the consumers each dedup key reached and the ones that refused it for
+        good. (Per interaction: dedup keys are scoped by interaction, a provider's event id
+        may recur in another one, so one interaction's publish never settles another's.)"""
         publications: list[Publication] = [p for plan in plans for p in plan.publications]
-        # Claimed but not published: the claims stay in flight (nothing reached a consumer)
-        # and the next attempt takes them over once the lease ends.
-        if self._out_of_time(publications):
-            return
         messages = {
             str(n): OutboundMessage.from_message(str(n), publication_message(p), p.claim.event_id)
             for n, p in enumerate(publications)
@@ -460,17 +350,15 @@ class IngestBatch:
                 if consumer not in p.claim.delivered
             ]
 
-        # Per interaction: dedup keys are scoped by interaction (a provider's event id may
-        # recur in another one), so one interaction's publish never settles another's.
         reached: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         refused: dict[str, dict[str, str]] = defaultdict(dict)  # interaction -> key -> code
+        results: dict[str, PublishResult] = {}
         try:
             results = fan_out(
                 self.runtime.sns, self.runtime.consumer_topics, messages_for, self.runtime.executor
             )
-        except (ClientError, BotoCoreError) as error:  # defensive: fan_out reports per entry
+        except AwsFailure as error:  # defensive: fan_out reports per entry
             logger.error("fan-out failed", extra={"error": type(error).__name__})
-            results = {}
         for consumer, result in results.items():
             for key in result.published:
                 event = publications[int(key)].candidate.event
@@ -478,7 +366,7 @@ class IngestBatch:
             for key, code in result.refused.items():
                 event = publications[int(key)].candidate.event
                 refused[event.interaction_id][event.dedup_key] = f"{consumer}: {code}"
-            self.metrics.consumer(
+            self.report.metrics.consumer(
                 consumer,
                 delivered=len(result.published),
                 failed=len(result.failed),
@@ -489,8 +377,9 @@ class IngestBatch:
                     "publish failures",
                     extra={"consumer": consumer, "codes": sorted(set(result.failed.values()))},
                 )
-        self._settle(plans, reached, refused)
+        return reached, refused
 
+    # 5. store, release, quarantine what a topic refused ----------------------------------
     def _settle(
         self,
         plans: list[InteractionPlan],
@@ -557,18 +446,9 @@ class IngestBatch:
                 # is retried anyway, and taken over with the lease if this record stays.
                 logger.error("interaction record not released", extra={"error": str(error)})
         for publication in done:
-            self._ack_all(publication.candidate, "delivered", primary_decision="delivered")
-            if publication.claim.late:
-                self.metrics.count("Late")
-            audit("delivered", **_ids(publication.candidate.event), late=publication.claim.late)
+            self.report.delivered(publication)
         for publication in pending:
-            self.outcome.fail(publication.candidate.record_ids, "publish_failed")
-            audit(
-                "failed",
-                **_ids(publication.candidate.event),
-                reason="publish_failed",
-                delivered_to=sorted(publication.claim.delivered),
-            )
+            self.report.publish_failed(publication)
         # Refused for good by a topic: poison for its own records, never failing the batch.
         by_id = {record.message_id: record for record in self.records}
         self._quarantine(
@@ -578,16 +458,6 @@ class IngestBatch:
                 for message_id in publication.candidate.record_ids
             ]
         )
-
-    def _ack_all(
-        self, candidate: Candidate, decision: str, primary_decision: str | None = None
-    ) -> None:
-        first, *rest = candidate.record_ids
-        self.outcome.ack(first, primary_decision or decision)
-        self.metrics.count("Delivered" if primary_decision else "Duplicates")
-        for message_id in rest:
-            self.outcome.ack(message_id, "duplicate")
-            self.metrics.count("Duplicates")
 
 
 def publication_message(publication: Publication) -> DeliveredMessage:
@@ -603,14 +473,6 @@ def publication_message(publication: Publication) -> DeliveredMessage:
     )
     message["event_id"] = claim.event_id
     return message
-
-
-def _ids(event: CanonicalEvent) -> dict[str, str]:
-    return {
-        "event_id": event.event_id,
-        "interaction_id": event.interaction_id,
-        "dedup_key": event.dedup_key,
-    }
 
 
 def _age_ms(occurred_at: str, now: datetime) -> float:

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.aws import QUEUE_URLS, AwsFailure, chunked, compute_backoff, error_code
 from chalicelib.errors import DependencyUnavailable
-from chalicelib.ingest.batch import IngestBatch, SqsRecord
-from chalicelib.model import SqsBatchResponse
+from chalicelib.ingest.batch import IngestBatch
+from chalicelib.model import SqsBatchResponse, SqsRecord
 from chalicelib.runtime import Runtime
 from chalicelib.telemetry import logger
 

@@ -1,11 +1,11 @@
 """DynamoDB persistence of interaction records and dedup lookups: the only module that
 reads or writes the ledger table and the events table's dedup side.
 
-Requests per batch: one BatchGetItem (dedup records of the batch's events), one UpdateItem per
-interaction that marks its fresh events' arrival and reads the record back, one conditional
-PutItem per interaction (claims + lease), and BatchWriteItem requests that store the delivered
-events; an interaction record is written again only when something stays in flight. Attribute
-names are short: write units are billed per kilobyte of item.
+Requests per batch: one UpdateItem per interaction that marks its events' arrival and reads the
+record back, then one BatchGetItem (which of those events, claims and marks are stored), one
+conditional PutItem per interaction (claims + lease), and BatchWriteItem requests that store the
+delivered events; an interaction record is written again only when something stays in flight.
+Attribute names are short: write units are billed per kilobyte of item.
 """
 
 from __future__ import annotations

@@ -30,9 +30,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.config import DETAIL_TYPE_ROUTING
-from chalicelib.ingest.batch import IngestBatch, SqsRecord
+from chalicelib.ingest.batch import IngestBatch
 from chalicelib.ingest.handler import BatchFailed
-from chalicelib.model import QUARANTINE_RAW_LIMIT, SNS_MAX_MESSAGE_BYTES, delivered_message
+from chalicelib.model import (
+    QUARANTINE_RAW_LIMIT,
+    SNS_MAX_MESSAGE_BYTES,
+    SqsRecord,
+    delivered_message,
+)
 from chalicelib.providers.validation import validate_record
 from chalicelib.runtime import Runtime, get_runtime, reset_runtime
 from chalicelib.telemetry import TALLY
@@ -821,13 +826,15 @@ def requests_of(counts: Counter[str], service: str) -> int:
 
 
 def test_request_counts_per_event_interaction_and_consumer(stage: Stage) -> None:
-    """Happy path: one BatchGetItem, one conditional PutItem per interaction, BatchWriteItem
-    for the store, and ceil(n/10) PublishBatch per consumer; no SQS request at all."""
+    """Happy path: one UpdateItem per interaction (the arrival marks, reading the record back),
+    one BatchGetItem, one conditional PutItem per interaction, BatchWriteItem for the store, and
+    ceil(n/10) PublishBatch per consumer; no SQS request at all."""
     runtime = stage.runtime
     # (events, interactions); the last case continues the interactions of the one before.
     cases = [(1, 1), (4, 2), (10, 3), (10, 10), (23, 5), (10, 5)]
     print(
-        "\nevents interactions | DynamoDB get put write = total, per event, per interaction"
+        "\nevents interactions | DynamoDB update get put write = total, per event, per"
+        " interaction"
         " | SNS PublishBatch per consumer | SQS"
     )
     for run, (count, interactions) in enumerate(cases):
@@ -846,16 +853,18 @@ def test_request_counts_per_event_interaction_and_consumer(stage: Stage) -> None
             for consumer, topic in runtime.consumer_topics.items()
         }
         print(
-            f"{count:6} {interactions:12} | {counts['dynamodb.BatchGetItem']:12} "
+            f"{count:6} {interactions:12} | {counts['dynamodb.UpdateItem']:15} "
+            f"{counts['dynamodb.BatchGetItem']:3} "
             f"{counts['dynamodb.PutItem']:3} {counts['dynamodb.BatchWriteItem']:5} = "
             f"{dynamodb:5} {dynamodb / count:9.2f} {dynamodb / interactions:15.2f} | "
             f"{sorted(set(per_consumer.values()))} | {requests_of(counts, 'sqs')}"
         )
         assert set(per_consumer.values()) == {math.ceil(count / 10)}
         assert counts[f"PublishBatch:{runtime.quarantine_topic}"] == 0
-        # A continued interaction's record still lists the earlier batch's claims (a holder
-        # whose claims are all stored skips its release write): one more read looks them up.
-        assert counts["dynamodb.BatchGetItem"] == (1 if series == run else 2)
+        # One read, after the marks, also for a continued interaction whose record still lists
+        # the earlier batch's claims (a holder whose claims are all stored skips its release).
+        assert counts["dynamodb.UpdateItem"] == interactions
+        assert counts["dynamodb.BatchGetItem"] == 1
         assert counts["dynamodb.PutItem"] == interactions
         assert counts["dynamodb.BatchWriteItem"] >= 1
         assert requests_of(counts, "sqs") == 0

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from chalicelib.config import load_settings
-from chalicelib.ingest.batch import SqsRecord, quarantine_message, undeliverable
-from chalicelib.model import CanonicalEvent, InvalidEvent, delivered_message
+from chalicelib.ingest.quarantine import quarantine_message, undeliverable
+from chalicelib.model import CanonicalEvent, InvalidEvent, SqsRecord, delivered_message
 from chalicelib.providers.validation import parse_body, validate_event
 from tests.support.message_schemas import (
     DELIVERED,
