@@ -1,7 +1,7 @@
 """A poison record: retried until the queue's redrive policy sends it to the DLQ, then moved
 back with `python -m scripts.dlq redrive` once the cause is fixed, and delivered.
 
-Against the real moto server, on the stage's own queues as provisioned (maxReceiveCount 12) with
+Against the real moto server, on the stage's own queues as provisioned (maxReceiveCount 30) with
 the retry backoff at 0, so the twelve receives take a second, not minutes.
 """
 

@@ -38,8 +38,8 @@ from tests.support.reliability import (
 # Short enough for a test, in the proportions of a deployment: a live invocation (its
 # deadline is the poller's timeout; three times that on a loaded machine) keeps its lease, a
 # crashed one's records come back after its lease ended (the queue's visibility timeout), and
-# a record waiting on that lease has more receives (backoff 1, 2, 4, 4 … s: 43 s for 12) than
-# the lease lasts before the redrive policy takes it.
+# a record waiting on that lease has more receives (backoff 1, 2, 4, 4 … s: 115 s for the 30
+# of the redrive policy) than the lease lasts, with room for the waits of FIFO-like order.
 LEASE_SECONDS = 30
 INVOCATION_TIMEOUT_SECONDS = 10
 VISIBILITY_SECONDS = LEASE_SECONDS + 1
