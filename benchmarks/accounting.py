@@ -167,7 +167,8 @@ def index_writes(
     return 1 if projection_changed else 0
 
 
-_SET_CLAUSE = re.compile(r"^\s*SET\s+(.*)$", re.IGNORECASE | re.DOTALL)
+_UPDATE = re.compile(r"^\s*SET\s+(.*?)(?:\s+ADD\s+(\S+)\s+(:\w+))?\s*$", re.IGNORECASE | re.DOTALL)
+_ASSIGNMENT = re.compile(r"^(#?\w+)\s*=\s*(?:if_not_exists\(\s*(#?\w+)\s*,\s*(:\w+)\s*\)|(:\w+))$")
 
 
 def apply_set_update(
@@ -177,22 +178,33 @@ def apply_set_update(
     names: Mapping[str, str] | None,
     values: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The item after an UpdateItem whose expression is only `SET a = :v, b = :w`.
+    """The item after an UpdateItem whose expression is `SET a = :v, b = if_not_exists(b, :w)`
+    with an optional `ADD n :one` on a number.
 
-    Enough for the updates the measured implementations send (Powertools' save_success);
-    anything else raises, so an unmodelled update cannot be silently mis-billed.
+    Enough for the updates the measured implementations send (Powertools' save_success, our
+    arrival marks); anything else raises, so an unmodelled update cannot be silently mis-billed.
     """
-    match = _SET_CLAUSE.match(update_expression)
+    match = _UPDATE.match(update_expression)
     if match is None:
         raise ValueError(f"cannot model update expression {update_expression!r}")
+    names, values = names or {}, values or {}
     result = {**(item or {}), **key}
-    for assignment in match.group(1).split(","):
-        target, _, source = assignment.partition("=")
-        target, source = target.strip(), source.strip()
-        if not target or not source.startswith(":") or any(c in source for c in "+-("):
+    for assignment in re.split(r",\s*(?![^()]*\))", match.group(1)):
+        clause = _ASSIGNMENT.match(assignment.strip())
+        if clause is None:
             raise ValueError(f"cannot model update clause {assignment!r}")
-        name = (names or {}).get(target, target)
-        result[name] = (values or {})[source]
+        target, kept, kept_value, value = clause.groups()
+        name = names.get(target, target)
+        if kept is not None:
+            if names.get(kept, kept) != name:
+                raise ValueError(f"cannot model update clause {assignment!r}")
+            result.setdefault(name, values[kept_value])
+        else:
+            result[name] = values[value]
+    if match.group(2) is not None:
+        counter = names.get(match.group(2), match.group(2))
+        current = int(result.get(counter, {"N": "0"})["N"])
+        result[counter] = {"N": str(current + int(values[match.group(3)]["N"]))}
     return result
 
 
