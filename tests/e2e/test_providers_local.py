@@ -10,13 +10,12 @@ with generous deadlines; nothing depends on timing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -24,8 +23,8 @@ from typing import Any
 import pytest
 
 from scripts.traffic.connect import ConnectTrafficGenerator, without_timestamps
-from scripts.traffic.genesys import TRANSCRIPTION, genesys_source, transcription_detail
-from scripts.traffic.simulate import TrafficProfile, envelope_time, random_uuid
+from scripts.traffic.simulate import TrafficProfile, random_uuid
+from tests.support.genesys_streams import content_key, transcription_streams
 from tests.support.local_stack import PROJECT, drain, running_stack
 from tests.support.stack_clients import (
     aws,
@@ -48,7 +47,6 @@ pytestmark = [
     ),
 ]
 
-ORGANIZATION = "11111111-2222-4333-8444-555555555555"
 # The Amazon Connect profile's lifecycle rank, from its contract: the tie-breaker after time.
 LIFECYCLE_RANK = {
     "INITIATED": 1,
@@ -65,49 +63,6 @@ WAIT_SECONDS = 240  # a deadline, not a pause: the waits return as soon as the c
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with running_stack(tmp_path_factory.mktemp("providers-stack"), duration=420) as (stack, _):
         yield stack
-
-
-def content_key(event: dict[str, Any]) -> str:
-    """The Genesys profile's dedup key, by its contract: topicName | SHA-256(canonical body)."""
-    body = json.dumps(event["detail"]["eventBody"], sort_keys=True, separators=(",", ":"))
-    return f"{event['detail']['topicName']}|{hashlib.sha256(body.encode()).hexdigest()}"
-
-
-def transcription_streams(
-    rng: Random, conversations: int, per_conversation: int
-) -> list[dict[str, Any]]:
-    """Transcription notifications, each conversation's sharing one CorrelationId."""
-    start = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
-    events = []
-    for _ in range(conversations):
-        conversation, communication = random_uuid(rng), random_uuid(rng)
-        correlation = random_uuid(rng)
-        moment = start + timedelta(milliseconds=rng.randrange(5000))
-        for _ in range(per_conversation):
-            moment += timedelta(milliseconds=rng.randrange(150, 2500))
-            detail = transcription_detail(
-                rng,
-                organization_id=ORGANIZATION,
-                conversation_id=conversation,
-                communication_id=communication,
-                correlation_id=correlation,
-                session_start=start,
-                moment=moment,
-            )
-            events.append(
-                {
-                    "version": "0",
-                    "id": random_uuid(rng),
-                    "detail-type": TRANSCRIPTION,
-                    "source": genesys_source(ORGANIZATION),
-                    "account": "123456789012",
-                    "time": envelope_time(moment),
-                    "region": "us-east-1",
-                    "resources": [],
-                    "detail": detail,
-                }
-            )
-    return events
 
 
 def waves(events: list[dict[str, Any]], count: int) -> list[list[dict[str, Any]]]:

@@ -5,11 +5,9 @@ per conversation except the ones flagged late, and nothing is left waiting."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from random import Random
 from typing import Any
 
@@ -17,12 +15,10 @@ import pytest
 
 from chalicelib.runtime import Runtime
 from scripts.local.runner import SqsPoller
-from scripts.traffic.genesys import TRANSCRIPTION, genesys_source, transcription_detail
-from scripts.traffic.simulate import envelope_time, random_uuid
+from scripts.traffic.simulate import random_uuid
+from tests.support.genesys_streams import content_key, transcription_streams
 from tests.support.helpers import drain_queue
 from tests.support.reliability import REGION, Stage, provisioned_stage
-
-ORGANIZATION = "11111111-2222-4333-8444-555555555555"
 
 
 @pytest.fixture(scope="module")
@@ -39,51 +35,11 @@ def shared_runtime(aws_endpoint: str) -> Iterator[Runtime]:
         yield runtime
 
 
-def streams(rng: Random, conversations: int, per_conversation: int) -> list[dict[str, Any]]:
-    start = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
-    events = []
-    for _ in range(conversations):
-        conversation, communication = random_uuid(rng), random_uuid(rng)
-        correlation = random_uuid(rng)
-        moment = start + timedelta(milliseconds=rng.randrange(5000))
-        for _ in range(per_conversation):
-            moment += timedelta(milliseconds=rng.randrange(150, 2500))
-            detail = transcription_detail(
-                rng,
-                organization_id=ORGANIZATION,
-                conversation_id=conversation,
-                communication_id=communication,
-                correlation_id=correlation,
-                session_start=start,
-                moment=moment,
-            )
-            events.append(
-                {
-                    "version": "0",
-                    "id": random_uuid(rng),
-                    "detail-type": TRANSCRIPTION,
-                    "source": genesys_source(ORGANIZATION),
-                    "account": "123456789012",
-                    "time": envelope_time(moment),
-                    "region": "us-east-1",
-                    "resources": [],
-                    "detail": detail,
-                }
-            )
-    return events
-
-
-def content_key(event: dict[str, Any]) -> str:
-    """The Genesys profile's dedup key, by its contract: topicName | SHA-256(canonical body)."""
-    body = json.dumps(event["detail"]["eventBody"], sort_keys=True, separators=(",", ":"))
-    return f"{event['detail']['topicName']}|{hashlib.sha256(body.encode()).hexdigest()}"
-
-
 def test_transcription_streams_with_resends_drain_through_concurrent_invocations(
     stage: Stage, ingest: Callable[[dict[str, Any], Any], Any]
 ) -> None:
     rng = Random(11)
-    notifications = streams(rng, conversations=5, per_conversation=30)
+    notifications = transcription_streams(rng, conversations=5, per_conversation=30)
     rng.shuffle(notifications)
     bodies = [json.dumps(n) for n in notifications]
     bodies += [json.dumps(n) for n in rng.sample(notifications, 30)]  # re-deliveries
