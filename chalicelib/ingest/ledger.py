@@ -32,6 +32,9 @@ from chalicelib.ingest.ordering import HighWaterMark
 from chalicelib.store.layout import event_key
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
+# A claim may create the record (nobody marked it yet); a release only replaces our own.
+CLAIM_CONDITION = "attribute_not_exists(pk) OR v = :v"
+RELEASE_CONDITION = "v = :v"
 # A claim is tried twice: the second try tells a first write whose answer was lost (it landed)
 # from one that did not.
 CLAIM_ATTEMPTS = 2
@@ -248,13 +251,7 @@ class Ledger:
         """
         for attempt in range(CLAIM_ATTEMPTS):
             try:
-                self.dynamodb.put_item(
-                    TableName=self.ledger_table,
-                    Item=encode_record(record, expires_at),
-                    ConditionExpression="attribute_not_exists(pk) OR v = :v",
-                    ExpressionAttributeValues={":v": {"N": str(expected_version)}},
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
+                self._put_record(record, expires_at, CLAIM_CONDITION, expected_version)
                 return None
             except AwsFailure as error:
                 refused = _refusal(error, record.interaction_id)
@@ -273,6 +270,19 @@ class Ledger:
                         f"claiming {record.interaction_id} failed: {error_code(error)}"
                     ) from error
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _put_record(
+        self, record: InteractionRecord, expires_at: int, condition: str, expected_version: int
+    ) -> None:
+        """Put the record if its version is still `expected_version`; a refusal returns the
+        record as it is (ALL_OLD)."""
+        self.dynamodb.put_item(
+            TableName=self.ledger_table,
+            Item=encode_record(record, expires_at),
+            ConditionExpression=condition,
+            ExpressionAttributeValues={":v": {"N": str(expected_version)}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
 
     def store(
         self,
@@ -307,13 +317,7 @@ class Ledger:
         expected = claimed_version
         for attempt in range(BATCH_ATTEMPTS):
             try:
-                self.dynamodb.put_item(
-                    TableName=self.ledger_table,
-                    Item=encode_record(record, expires_at),
-                    ConditionExpression="v = :v",
-                    ExpressionAttributeValues={":v": {"N": str(expected)}},
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
+                self._put_record(record, expires_at, RELEASE_CONDITION, expected)
                 return
             except AwsFailure as error:
                 refused = _refusal(error, record.interaction_id)
