@@ -97,6 +97,9 @@ class Settings:
     metadata_max_bytes: int = 16 * 1024
     lease_seconds: int = 60
     deadline_margin_ms: int = 1000
+    # How long a batch waits for its turn (events held back by another invocation) before
+    # retrying them through the queue (see chalicelib/ingest/batch.py).
+    turn_wait_ms: int = 5000
     backoff_base_seconds: int = 2
     backoff_max_seconds: int = 60
     genesys_enabled: bool = True
@@ -236,6 +239,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metadata_max_bytes=env_int(env, "RELAY_METADATA_MAX_BYTES", 16 * 1024, minimum=0),
         lease_seconds=env_int(env, "RELAY_LEASE_SECONDS", 60, minimum=1),
         deadline_margin_ms=env_int(env, "RELAY_DEADLINE_MARGIN_MS", 1000, minimum=0),
+        turn_wait_ms=env_int(env, "RELAY_TURN_WAIT_MS", 5000, minimum=0),
         backoff_base_seconds=env_int(env, "RELAY_BACKOFF_BASE_SECONDS", 2, minimum=0),
         backoff_max_seconds=env_int(env, "RELAY_BACKOFF_MAX_SECONDS", 60, minimum=0),
         genesys_enabled=genesys,

@@ -251,11 +251,12 @@ def _grants(settings: Settings) -> dict[FunctionName, list[Grant]]:
                 (*consumer_topics, names.quarantine_topic),
             ),
             # Arrival marks (updates), then claims, leases and high-water marks (conditional
-            # puts); nothing else reads or writes the ledger table.
+            # puts); records read again while a batch waits for its turn. Nothing else reads or
+            # writes the ledger table.
             Grant(
                 "ClaimInLedger",
                 "table",
-                ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+                ("dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
                 (names.ledger_table,),
             ),
             Grant(

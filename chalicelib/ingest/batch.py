@@ -10,7 +10,10 @@
     4. publish to every consumer topic (concurrently)
     5. store the delivered events, then release what stays in flight (ledger.py); quarantine
        what a topic refused for good
-    6. report: acknowledge or fail each record (report.py; handler.py answers Lambda)
+    6. wait for a turn: events that wait for another invocation (an older event it delivers,
+       its lease, a claim its marks refused) go through 2 to 5 again after a short pause,
+       reading their records instead of marking them, for up to `RELAY_TURN_WAIT_MS`
+    7. report: acknowledge or fail each record (report.py; handler.py answers Lambda)
 
 The deadline is checked before each stage that starts work.
 """
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from time import sleep
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chalicelib.aws import AwsFailure
+from chalicelib.aws import AwsFailure, compute_backoff
 from chalicelib.errors import DependencyUnavailable
 from chalicelib.formats import parse_rfc3339, rfc3339, utc_now
 from chalicelib.ingest.claims import (
@@ -64,6 +68,10 @@ from chalicelib.timing import (
 # marks of concurrent batches refuse claims without anyone holding the interaction, and a
 # record failed for that would only come back to the same decision seconds later.
 CLAIM_ROUNDS = 3
+# Pauses between turns of events waiting for another invocation: 50 ms doubling up to 500 ms,
+# jittered, so invocations waiting on one another do not poll in step.
+TURN_PAUSE_BASE_SECONDS = 0.05
+TURN_PAUSE_MAX_SECONDS = 0.5
 
 
 def stuck_claim_ms(stage: str) -> int:
@@ -81,11 +89,12 @@ class Deadline:
         self._context = context
         self._margin_ms = margin_ms
 
-    def exhausted(self) -> bool:
+    def exhausted(self, reserve_ms: float = 0) -> bool:
+        """Past the margin, or within `reserve_ms` of it."""
         if self._context is None or not hasattr(self._context, "get_remaining_time_in_millis"):
             return False
         remaining: int = self._context.get_remaining_time_in_millis()
-        return remaining < self._margin_ms
+        return remaining < self._margin_ms + reserve_ms
 
 
 @dataclass
@@ -107,6 +116,7 @@ class IngestBatch:
             runtime.dynamodb, self.settings.names.ledger_table, self.settings.names.events_table
         )
         self.report = BatchReport(BatchMetrics())
+        self.waiting: list[tuple[Candidate, str]] = []  # this round's, with the reason
         self.now = utc_now()
         self.now_ms = int(self.now.timestamp() * 1000)
         self.received_at = rfc3339(self.now)
@@ -120,24 +130,56 @@ class IngestBatch:
         candidates, invalid = self._validate()
         quarantined = self.runtime.executor.submit(self._quarantine, invalid)
         try:
-            self._deliver(candidates)
+            self._deliver_in_turn(candidates)
         except DependencyUnavailable as error:
             logger.error("ledger unavailable; records retried", extra={"error": str(error)})
             self.report.retried([r for c in candidates for r in c.record_ids], "ledger")
         quarantined.result()
         return self.report.finish(len(self.records), (time.perf_counter() - started) * 1000)
 
-    def _deliver(self, candidates: list[Candidate]) -> None:
+    def _deliver_in_turn(self, candidates: list[Candidate]) -> None:
+        """Deliver, then give the events that wait for another invocation their turn here.
+
+        What they wait for (an older event, a lease, marks that refused a claim) belongs to an
+        invocation running now, which is done within a second or so: waiting for it here costs
+        a few reads, while a trip through the queue costs a backoff and one of the redrive
+        limit's receives, and a chain of such trips on a shuffled stream can outlast them all.
+        The last pause ends within `RELAY_TURN_WAIT_MS` and leaves a round's time before the
+        deadline's margin; what still waits then is retried through the queue, its arrival
+        mark holding its place.
+        """
+        waiting = self._deliver(candidates, mark=True)
+        waited_s = 0.0
+        turn = 0
+        while waiting:
+            pause_s = compute_backoff(
+                turn, base=TURN_PAUSE_BASE_SECONDS, cap=TURN_PAUSE_MAX_SECONDS
+            )
+            if (waited_s + pause_s) * 1000 > self.settings.turn_wait_ms or self.deadline.exhausted(
+                pause_s * 1000 + self.settings.deadline_margin_ms
+            ):
+                break
+            sleep(pause_s)
+            waited_s, turn = waited_s + pause_s, turn + 1
+            waiting = self._deliver([candidate for candidate, _ in waiting], mark=False)
+        self.report.waiting(waiting)
+        self.report.metrics.milliseconds("TurnWaitMs", [waited_s * 1000])
+
+    def _deliver(self, candidates: list[Candidate], *, mark: bool) -> list[tuple[Candidate, str]]:
         """Stages 2 to 5 for the valid events; each stage that starts work first checks the
-        deadline."""
+        deadline. Returns the events that wait for another invocation, with the reason: the
+        first round marks their arrival, later rounds read their records."""
+        self.waiting = []
         if not candidates or self._out_of_time(candidates):
-            return
-        ledgered = self._read_and_mark(candidates)
+            return []
+        ledgered = self._read_and_mark(candidates, mark=mark)
         claimed = self._claim(ledgered, self._terms())
-        if not claimed or self._out_of_time([p.candidate for c in claimed for p in c.publications]):
-            return
-        reached, refused = self._publish(claimed)
-        self._settle(claimed, reached, refused)
+        if claimed and not self._out_of_time(
+            [p.candidate for c in claimed for p in c.publications]
+        ):
+            reached, refused = self._publish(claimed)
+            self._settle(claimed, reached, refused)
+        return self.waiting
 
     # 1. validation ---------------------------------------------------------------------
     def _validate(self) -> tuple[list[Candidate], list[tuple[SqsRecord, InvalidEvent]]]:
@@ -174,16 +216,16 @@ class IngestBatch:
         )
 
     # 2. dedup records and arrival marks ------------------------------------------------
-    def _read_and_mark(self, candidates: list[Candidate]) -> Ledgered:
-        """Mark the arrivals, then read which events are stored: in that order, because a
-        holder stores its events before it releases them from its record. Read the other way
-        round, an event stored and released in between would look neither stored nor in
-        flight, and be claimed again (a second delivery)."""
+    def _read_and_mark(self, candidates: list[Candidate], *, mark: bool) -> Ledgered:
+        """Mark the arrivals (or, once marked, read the records), then read which events are
+        stored: in that order, because a holder stores its events before it releases them from
+        its record. Read the other way round, an event stored and released in between would
+        look neither stored nor in flight, and be claimed again (a second delivery)."""
         by_interaction: dict[str, list[Candidate]] = defaultdict(list)
         for candidate in candidates:
             by_interaction[candidate.event.interaction_id].append(candidate)
-        records = self._mark_arrivals(by_interaction)
-        # Marking failed: retried already.
+        records = (self._mark_arrivals if mark else self._read_records)(by_interaction)
+        # Marking or reading failed: retried already.
         groups = [(records[i], group) for i, group in by_interaction.items() if i in records]
         stored: dict[tuple[str, str], str] = {}
         self._read_stored(groups, stored)
@@ -218,6 +260,21 @@ class IngestBatch:
         self.report.metrics.count("ArrivalWrites", len(futures))
         return records
 
+    def _read_records(
+        self, by_interaction: dict[str, list[Candidate]]
+    ) -> dict[str, InteractionRecord]:
+        """The records of events marked already (a later turn): read, not marked again, since
+        a mark changes the version and would refuse the claims of the invocation waited for."""
+        try:
+            return self.ledger.read_records(by_interaction)
+        except DependencyUnavailable as error:
+            logger.warning("interaction records not read", extra={"error": str(error)})
+            self.report.retried(
+                [r for group in by_interaction.values() for c in group for r in c.record_ids],
+                "ledger",
+            )
+            return {}
+
     def _read_stored(
         self,
         groups: Iterable[tuple[InteractionRecord, list[Candidate]]],
@@ -238,9 +295,11 @@ class IngestBatch:
 
     # 3. plan and claim -----------------------------------------------------------------
     def _terms(self) -> LeaseTerms:
+        """The lease terms of a claim made now (a later turn claims later than the batch's
+        start; its events' arrival stays the batch's own `received_at`)."""
         return LeaseTerms(
             owner=self.owner,
-            now_ms=self.now_ms,
+            now_ms=max(self.now_ms, int(utc_now().timestamp() * 1000)),
             lease_ms=self.settings.lease_seconds * 1000,
             stuck_ms=stuck_claim_ms(self.settings.stage),
             received_at=self.received_at,
@@ -301,7 +360,8 @@ class IngestBatch:
                     todo[interaction_id] = (refused.current, group_of[interaction_id])
                 else:
                     self._decide(plan)
-                    self.report.claim_refused(plan.publications)
+                    self.report.claim_refused()
+                    self.waiting += [(p.candidate, "claim_refused") for p in plan.publications]
             if not todo:
                 break
             self._read_stored(todo.values(), stored)
@@ -309,10 +369,10 @@ class IngestBatch:
 
     def _decide(self, plan: InteractionPlan) -> None:
         """Record a plan's decisions for what it does not claim: duplicates acknowledged,
-        waiting records failed for their reason."""
+        waiting events kept for their turn, with their reason."""
         for candidate, conflict in plan.duplicates:
             self.report.duplicate(candidate, conflict)
-        self.report.waiting(plan.waiting, dict(plan.wait_reasons))
+        self.waiting += [(c, plan.wait_reason(c)) for c in plan.waiting]
         for key in plan.abandoned:
             logger.warning(
                 "stuck claim no longer blocks its interaction",

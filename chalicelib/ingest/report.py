@@ -104,18 +104,17 @@ class BatchReport:
             delivered_to=sorted(publication.claim.delivered),
         )
 
-    def waiting(self, candidates: Sequence[Candidate], reason_of: dict[str, str]) -> None:
-        """Not claimable now (an older event pending, the interaction busy, a conflicting
-        re-send in flight): retried, its arrival mark holding its place."""
-        for candidate in candidates:
-            self.outcome.fail(candidate.record_ids, reason_of[candidate.dedup_key])
-        if candidates:
-            self.metrics.count("Waiting", len(candidates))
+    def waiting(self, waiting: Sequence[tuple[Candidate, str]]) -> None:
+        """Still not claimable when the batch stopped waiting for its turn (an older event
+        pending, the interaction busy, a conflicting re-send in flight, claims refused):
+        retried, each for its reason, its arrival mark holding its place."""
+        for candidate, reason in waiting:
+            self.outcome.fail(candidate.record_ids, reason)
+        if waiting:
+            self.metrics.count("Waiting", len(waiting))
 
-    def claim_refused(self, publications: Sequence[Publication]) -> None:
-        for publication in publications:
-            if publication.candidate.record_ids[0] not in self.outcome.failed:
-                self.outcome.fail(publication.candidate.record_ids, "claim_refused")
+    def claim_refused(self) -> None:
+        """A claim refused CLAIM_ROUNDS times (the record kept changing): its events wait."""
         self.metrics.count("ClaimRefused")
 
     def retried(self, message_ids: Sequence[str], reason: str) -> None:

@@ -141,8 +141,9 @@ def expected_access(function: FunctionName, consumers: list[str]) -> dict[str, s
             "ingest-queue": CONSUME,
             **{t: {"sns:Publish"} for t in consumer_topics},
             "quarantine": {"sns:Publish"},
-            # Claims, leases and high-water marks: conditional puts, batched reads and writes.
-            "ledger": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+            # Arrival marks (updates); claims, leases and high-water marks (conditional puts);
+            # records read again while a batch waits for its turn (batched reads).
+            "ledger": {"dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
             "events": {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"},
             "time-index": {"dynamodb:BatchWriteItem"},
             "logs:ingest": OWN_LOGS,

@@ -391,6 +391,8 @@ class Run:
 def patched(clock: FakeClock, tally: Tally) -> Iterator[None]:
     with (
         mock.patch("chalicelib.ingest.batch.utc_now", clock.now),
+        # A batch waiting for its turn lets the model's time pass, not the test's.
+        mock.patch("chalicelib.ingest.batch.sleep", clock.advance),
         mock.patch("chalicelib.aws.sleep_before_retry", lambda attempt: None),
         mock.patch("chalicelib.ingest.ledger.sleep_before_retry", lambda attempt: None),
         mock.patch("chalicelib.telemetry.TALLY", tally),
