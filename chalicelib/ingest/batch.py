@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from time import sleep
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from time import sleep
 from typing import Any
 
 from chalicelib.aws import AwsFailure, compute_backoff
 from chalicelib.errors import DependencyUnavailable
 from chalicelib.formats import parse_rfc3339, rfc3339, utc_now
 from chalicelib.ingest.claims import (
+    OLDER_EVENT_RETRYING,
     ArrivalMark,
     Candidate,
     InteractionPlan,
@@ -43,7 +44,7 @@ from chalicelib.ingest.claims import (
     settle_interaction,
 )
 from chalicelib.ingest.fanout import OutboundMessage, PublishResult, fan_out
-from chalicelib.ingest.ledger import ClaimRefused, Ledger
+from chalicelib.ingest.ledger import Ledger
 from chalicelib.ingest.quarantine import publish_quarantine, undeliverable
 from chalicelib.ingest.report import BatchOutcome, BatchReport
 from chalicelib.model import (
@@ -146,12 +147,15 @@ class IngestBatch:
         limit's receives, and a chain of such trips on a shuffled stream can outlast them all.
         The last pause ends within `RELAY_TURN_WAIT_MS` and leaves a round's time before the
         deadline's margin; what still waits then is retried through the queue, its arrival
-        mark holding its place.
+        mark holding its place. An event waiting for one whose record is itself backing off in
+        the queue (OLDER_EVENT_RETRYING) goes back to the queue at once: no pause here ends
+        that wait.
         """
         waiting = self._deliver(candidates, mark=True)
+        for_the_queue = [w for w in waiting if w[1] == OLDER_EVENT_RETRYING]
         waited_s = 0.0
         turn = 0
-        while waiting:
+        while waiting := [w for w in waiting if w[1] != OLDER_EVENT_RETRYING]:
             pause_s = compute_backoff(
                 turn, base=TURN_PAUSE_BASE_SECONDS, cap=TURN_PAUSE_MAX_SECONDS
             )
@@ -162,7 +166,8 @@ class IngestBatch:
             sleep(pause_s)
             waited_s, turn = waited_s + pause_s, turn + 1
             waiting = self._deliver([candidate for candidate, _ in waiting], mark=False)
-        self.report.waiting(waiting)
+            for_the_queue += [w for w in waiting if w[1] == OLDER_EVENT_RETRYING]
+        self.report.waiting([*waiting, *for_the_queue])
         self.report.metrics.milliseconds("TurnWaitMs", [waited_s * 1000])
 
     def _deliver(self, candidates: list[Candidate], *, mark: bool) -> list[tuple[Candidate, str]]:
@@ -303,6 +308,7 @@ class IngestBatch:
             lease_ms=self.settings.lease_seconds * 1000,
             stuck_ms=stuck_claim_ms(self.settings.stage),
             received_at=self.received_at,
+            live_ms=ingest_timeout_seconds(self.settings.stage) * 1000,
         )
 
     def _claim(self, ledgered: Ledgered, terms: LeaseTerms) -> list[InteractionPlan]:
@@ -351,8 +357,13 @@ class IngestBatch:
                 try:
                     refused = future.result()
                 except DependencyUnavailable as error:
+                    # The ledger failing is no turn to wait for: retried through the queue.
                     logger.warning("claim failed", extra={"error": str(error)})
-                    refused = ClaimRefused(interaction_id, None)
+                    self._decide(plan)
+                    self.report.retried(
+                        [r for p in plan.publications for r in p.candidate.record_ids], "ledger"
+                    )
+                    continue
                 if refused is None:
                     self._decide(plan)
                     claimed.append(plan)
@@ -404,11 +415,7 @@ class IngestBatch:
         }
 
         def messages_for(consumer: str) -> list[OutboundMessage]:
-            return [
-                messages[str(n)]
-                for n, p in enumerate(publications)
-                if consumer not in p.claim.delivered
-            ]
+            return [messages[str(n)] for n, p in enumerate(publications) if p.may_reach(consumer)]
 
         reached: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         refused: dict[str, dict[str, str]] = defaultdict(dict)  # interaction -> key -> code
@@ -479,6 +486,8 @@ class IngestBatch:
                 events.append((names.events_table, item))
             done += settlement.done
             pending += settlement.pending
+            # At every consumer open to them, waiting at the others for an older event.
+            self.waiting += [(p.candidate, OLDER_EVENT_RETRYING) for p in settlement.held]
             poison += [
                 (p, refused[plan.interaction_id][p.candidate.dedup_key]) for p in settlement.refused
             ]

@@ -118,6 +118,24 @@ class InteractionRecord:
 class Publication:
     candidate: Candidate
     claim: InflightClaim
+    # The consumers it may reach now: None for all of them; while an older event of its
+    # interaction is in flight, only the consumers that older event has reached already.
+    open_to: frozenset[str] | None = None
+
+    def may_reach(self, consumer: str) -> bool:
+        return consumer not in self.claim.delivered and (
+            self.open_to is None or consumer in self.open_to
+        )
+
+
+def reached_by_all(blockers: Sequence[InflightClaim | ArrivalMark]) -> frozenset[str] | None:
+    """The consumers every one of these older pending events has reached already: an event
+    newer than them may go to those consumers and no others (None: no blocker, any consumer).
+    A mark has reached nobody yet."""
+    if not blockers:
+        return None
+    reached = [b.delivered if isinstance(b, InflightClaim) else frozenset() for b in blockers]
+    return frozenset.intersection(*reached)
 
 
 @dataclass(frozen=True)
@@ -146,6 +164,26 @@ class LeaseTerms:
     lease_ms: int
     stuck_ms: int  # a claim older than this no longer blocks (its record went to the DLQ)
     received_at: str
+    # A mark or claim younger than this (the function timeout) may belong to an invocation
+    # still running; an older one's record is backing off in the queue.
+    live_ms: int
+
+
+# Wait reasons no pause in the invocation clears: the older event waited for is settled as far
+# as it goes, or its invocation has ended, and its record comes back through the queue.
+OLDER_EVENT_RETRYING = "older_event_retrying"
+
+
+def being_delivered(blocker: InflightClaim | ArrivalMark, terms: LeaseTerms) -> bool:
+    """Whether an invocation may be delivering this older event right now. A claim that reached
+    some consumer was settled once already (the rest is retried through the queue)."""
+    if isinstance(blocker, InflightClaim):
+        if blocker.delivered:
+            return False
+        since = blocker.claimed_at_ms
+    else:
+        since = blocker.marked_at_ms
+    return terms.now_ms - since < terms.live_ms
 
 
 def placed(candidate: Candidate, place: ArrivalMark | InflightClaim | None) -> Candidate:
@@ -252,6 +290,9 @@ def plan_interaction(
     # A pending event holds back the newer ones (they would overtake it) and nothing else: an
     # older fresh event is late anyway, and an older claimed one is due before it. Holding
     # back more would deadlock two pending events whose records SQS returns in separate batches.
+    # Held back per consumer: a newer event goes now to the consumers every older pending event
+    # has reached (order holds at each of them), so one consumer's outage does not stop the
+    # others; it waits only when there is none left to reach.
     # Mixed keys (some event of the interaction without a sequence, sent or not): by time.
     mixed = (
         record.hwm.unsequenced
@@ -259,9 +300,22 @@ def plan_interaction(
         or by_time(inflight.values())
         or by_time(pending)
     )
-    waiting = tuple(c for c in fresh if any(precedes(p, c.event, mixed=mixed) for p in pending))
+    blockers = {
+        c.dedup_key: [p for p in pending if precedes(p, c.event, mixed=mixed)] for c in fresh
+    }
+    open_to = {key: reached_by_all(older) for key, older in blockers.items()}
+
+    def nothing_to_reach(candidate: Candidate) -> bool:
+        reachable = open_to[candidate.dedup_key]
+        claim = inflight.get(candidate.dedup_key)
+        delivered = claim.delivered if claim is not None else frozenset()
+        return reachable is not None and reachable <= delivered
+
+    waiting = [c for c in fresh if nothing_to_reach(c)]
     ready = [c for c in fresh if c not in waiting]
-    plan = plan.wait(waiting, "older_event_pending")
+    live = [c for c in waiting if any(being_delivered(b, terms) for b in blockers[c.dedup_key])]
+    plan = plan.wait(live, "older_event_pending")
+    plan = plan.wait([c for c in waiting if c not in live], OLDER_EVENT_RETRYING)
     if not ready:
         return plan
 
@@ -285,7 +339,7 @@ def plan_interaction(
             hwm = hwm.advance(event)
             inflight[candidate.dedup_key] = claim
         marks.pop(candidate.dedup_key, None)  # its claim holds its place from here
-        publications.append(Publication(candidate, claim))
+        publications.append(Publication(candidate, claim, open_to[candidate.dedup_key]))
     claimed = InteractionRecord(
         interaction_id=record.interaction_id,
         version=record.version + 1,
@@ -303,9 +357,11 @@ def plan_interaction(
 @dataclass(frozen=True)
 class Settlement:
     done: tuple[Publication, ...]  # reached every consumer: store, acknowledge
-    pending: tuple[Publication, ...]  # some consumer missing: stays in flight, retried
+    pending: tuple[Publication, ...]  # a publish to some consumer failed: in flight, retried
     record: InteractionRecord  # lease released
     refused: tuple[Publication, ...] = ()  # a consumer's topic refused it for good: poison
+    # Reached every consumer open to it, the rest wait for an older event: in flight, retried.
+    held: tuple[Publication, ...] = ()
 
     @property
     def record_needs_writing(self) -> bool:
@@ -325,7 +381,10 @@ def settle_interaction(
     """After publishing: `reached` maps dedup keys to the consumers this attempt reached;
     `refused` names the dedup keys a topic refused for good (they leave the flight)."""
     inflight = dict(claimed.inflight)
-    done, pending, poison = [], [], []
+    done: list[Publication] = []
+    pending: list[Publication] = []
+    poison: list[Publication] = []
+    held: list[Publication] = []
     for publication in publications:
         key = publication.candidate.dedup_key
         delivered = publication.claim.delivered | frozenset(reached.get(key, ()))
@@ -338,7 +397,9 @@ def settle_interaction(
         else:
             claim = replace(publication.claim, delivered=delivered)
             inflight[key] = claim
-            pending.append(Publication(publication.candidate, claim))
+            settled = replace(publication, claim=claim)
+            open_to = publication.open_to
+            (held if open_to is not None and open_to <= delivered else pending).append(settled)
     record = replace(
         claimed,
         version=claimed.version + 1,
@@ -346,4 +407,4 @@ def settle_interaction(
         lease_until_ms=0,
         inflight=inflight,
     )
-    return Settlement(tuple(done), tuple(pending), record, tuple(poison))
+    return Settlement(tuple(done), tuple(pending), record, tuple(poison), tuple(held))

@@ -15,8 +15,8 @@ import pytest
 
 from chalicelib.timing import MAX_RECEIVE_COUNT
 from scripts.operations import dlq
-from tests.support.fakes import Call, Faults
 from tests.support.reliability import (
+    ConsumerRefuses,
     EventSourceMapping,
     Stage,
     check_deliveries,
@@ -25,27 +25,6 @@ from tests.support.reliability import (
     interactions,
     queue_depth,
 )
-
-
-class ConsumerRefuses(Faults):
-    """SNS failing, at one consumer's topic, every entry of one interaction (say the consumer's
-    topic policy or KMS key refuses what that interaction carries) until it is fixed."""
-
-    def __init__(self, topic_arn: str, interaction: str) -> None:
-        self.topic_arn, self.interaction = topic_arn, interaction
-        self.fixed = False
-        self.refused = 0
-
-    def failed_entries(self, call: Call) -> dict[str, str]:
-        if self.fixed or call.params["TopicArn"] != self.topic_arn:
-            return {}
-        failed = {
-            entry["Id"]: "KMSAccessDenied"
-            for entry in call.params["PublishBatchRequestEntries"]
-            if json.loads(entry["Message"])["interaction_id"] == self.interaction
-        }
-        self.refused += len(failed)
-        return failed
 
 
 def test_a_poison_record_goes_to_the_dlq_and_comes_back_with_redrive_after_the_fix(

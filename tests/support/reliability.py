@@ -95,6 +95,27 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+class ConsumerRefuses(Faults):
+    """SNS failing, at one consumer's topic, every entry of one interaction (say the consumer's
+    topic policy or KMS key refuses what that interaction carries) until it is fixed."""
+
+    def __init__(self, topic_arn: str, interaction: str) -> None:
+        self.topic_arn, self.interaction = topic_arn, interaction
+        self.fixed = False
+        self.refused = 0
+
+    def failed_entries(self, call: Call) -> dict[str, str]:
+        if self.fixed or call.params["TopicArn"] != self.topic_arn:
+            return {}
+        failed = {
+            entry["Id"]: "KMSAccessDenied"
+            for entry in call.params["PublishBatchRequestEntries"]
+            if json.loads(entry["Message"])["interaction_id"] == self.interaction
+        }
+        self.refused += len(failed)
+        return failed
+
+
 # --------------------------------------------------------------------------- the stage
 
 

@@ -36,6 +36,7 @@ BASE = datetime(2026, 11, 29, 9, 0, 0, tzinfo=UTC)
 NOW_MS = int((BASE + timedelta(hours=1)).timestamp() * 1000)
 LEASE_MS = 60_000
 STUCK_MS = 15 * 60_000
+LIVE_MS = 30_000  # the function timeout
 CONSUMERS = ("analytics-sink", "crm-updater", "agent-dashboard")
 ME = "invocation-me"
 
@@ -220,6 +221,7 @@ def terms(owner: str = ME, now_ms: int = NOW_MS) -> LeaseTerms:
         lease_ms=LEASE_MS,
         stuck_ms=STUCK_MS,
         received_at=rfc3339(datetime.fromtimestamp(now_ms / 1000, UTC)),
+        live_ms=LIVE_MS,
     )
 
 
@@ -341,7 +343,7 @@ def test_plan_decides_every_candidate_once(state) -> None:
     )
     assert (plan.claimed is not None) == bool(plan.publications)
     if waiting:
-        assert set(plan.wait_reasons.values()) == {"older_event_pending"}
+        assert set(plan.wait_reasons.values()) <= {"older_event_pending", "older_event_retrying"}
 
 
 @settings(max_examples=200)
@@ -386,9 +388,13 @@ def test_a_claim_takes_the_lease_and_keeps_what_earlier_claims_decided(state) ->
 
 @settings(max_examples=300)
 @given(state=ledger_states(FREE_LEASES))
-def test_only_events_newer_than_a_pending_claim_wait(state) -> None:
+def test_only_events_newer_than_a_pending_claim_wait_and_only_for_consumers_it_misses(
+    state,
+) -> None:
     """An event not yet at every consumer holds back newer events of its interaction (they
-    would overtake it), and nothing else: older events are late anyway, or still due."""
+    would overtake it) at the consumers it has not reached, and nothing else: older events
+    are late anyway, or still due; a consumer every older pending event has reached gets the
+    newer one now (one consumer's outage does not stop the others)."""
     record, candidates, stored = state
     plan = plan_interaction(record, candidates, stored, terms())
     in_batch = {c.dedup_key for c in candidates}
@@ -404,11 +410,24 @@ def test_only_events_newer_than_a_pending_claim_wait(state) -> None:
         if key not in stored and (key in in_batch or NOW_MS - claim.claimed_at_ms < STUCK_MS)
     ]
     mixed = any(e.sequence is None for e in [*fresh, *kept]) or record.hwm.unsequenced
+    published = {p.candidate.dedup_key: p for p in plan.publications}
     for candidate in candidates:
         if candidate.dedup_key in stored:
             continue
-        held_back = any(precedes(claim, candidate.event, mixed) for claim in pending)
-        assert (candidate in plan.waiting) is held_back, (candidate.event, pending)
+        blockers = [claim for claim in pending if precedes(claim, candidate.event, mixed)]
+        own = record.inflight.get(candidate.dedup_key)
+        if not blockers:
+            assert published[candidate.dedup_key].open_to is None, candidate.event
+            continue
+        reachable = frozenset(CONSUMERS).intersection(*(b.delivered for b in blockers))
+        if reachable <= (own.delivered if own else frozenset()):
+            assert candidate in plan.waiting, (candidate.event, blockers)
+        else:
+            publication = published[candidate.dedup_key]
+            assert publication.open_to == reachable, (candidate.event, blockers)
+            assert {c for c in CONSUMERS if publication.may_reach(c)} == reachable - (
+                own.delivered if own else frozenset()
+            )
 
 
 @given(state=ledger_states(FREE_LEASES))
@@ -454,6 +473,41 @@ def test_two_pending_events_each_retried_alone_both_finish() -> None:
     alone_first = plan_interaction(record, [Candidate(first, ("m1",))], {}, terms())
     assert [p.candidate.dedup_key for p in alone_first.publications] == [first.dedup_key]
     assert alone_first.publications[0].claim.delivered == frozenset(CONSUMERS[:2])
+
+
+def test_one_consumers_outage_holds_newer_events_back_at_that_consumer_only() -> None:
+    """E1 reached two consumers, the third (its topic down) missed it. E2, newer, goes to the
+    two now; it waits for the third until E1 is there, and then goes to the third alone."""
+    first, second = make_event(1, sequence=1), make_event(2, sequence=2)
+    healthy, down = frozenset(CONSUMERS[:2]), CONSUMERS[2]
+    before = plan_interaction(
+        InteractionRecord("int-1"), [Candidate(first, ("m1",))], {}, terms("earlier")
+    )
+    assert before.claimed is not None
+    reached = {first.dedup_key: healthy}
+    record = settle_interaction(before.claimed, before.publications, reached, CONSUMERS).record
+
+    plan = plan_interaction(record, [Candidate(second, ("m2",))], {}, terms())
+    (publication,) = plan.publications
+    assert publication.open_to == healthy and not publication.may_reach(down)
+    assert {c for c in CONSUMERS if publication.may_reach(c)} == healthy
+    assert plan.claimed is not None
+    settled = settle_interaction(plan.claimed, plan.publications, {"e002": healthy}, CONSUMERS)
+    assert [p.candidate.dedup_key for p in settled.held] == ["e002"] and not settled.pending
+    assert settled.record.inflight["e002"].delivered == healthy
+
+    # Retried while E1 still misses the third consumer: nothing to send, so no claim written;
+    # E1's record is backing off in the queue, so E2's goes back there too (no turn to wait).
+    retried = plan_interaction(settled.record, [Candidate(second, ("m2",))], {}, terms())
+    assert retried.claimed is None and retried.wait_reason(Candidate(second, ("m2",))) == (
+        "older_event_retrying"
+    )
+    # E1 reached the third consumer (stored): E2 follows it there, and only there.
+    stored = {first.dedup_key: first.payload_sha256}
+    after = plan_interaction(settled.record, [Candidate(second, ("m2",))], stored, terms())
+    (resumed,) = after.publications
+    assert resumed.open_to is None and [c for c in CONSUMERS if resumed.may_reach(c)] == [down]
+    assert resumed.claim.late is False and resumed.claim.event_id == "e002"
 
 
 def test_a_busy_lease_holds_every_fresh_event_but_not_duplicates() -> None:
@@ -531,7 +585,15 @@ def test_settle_finishes_an_event_only_once_every_consumer_has_it(case) -> None:
         if delivered == frozenset(CONSUMERS):
             assert publication in settlement.done and key not in record.inflight
         else:
-            (pending,) = [p for p in settlement.pending if p.candidate.dedup_key == key]
+            # Held when it reached every consumer open to it (an older event still misses the
+            # others), pending when a publish to an open consumer failed: in flight either way.
+            open_to = publication.open_to
+            held = open_to is not None and open_to <= delivered
+            (pending,) = [
+                p
+                for p in (settlement.held if held else settlement.pending)
+                if p.candidate.dedup_key == key
+            ]
             assert pending.claim == replace(publication.claim, delivered=delivered)
             assert record.inflight[key] == pending.claim
     # The lease is released; claims of other batches and the mark are untouched.
@@ -598,7 +660,7 @@ class OneInteraction(RuleBasedStateMachine):
             assert publication.claim.late is self.late[key]
         reached: dict[str, set[str]] = {}
         for consumer in CONSUMERS:
-            due = [p for p in plan.publications if consumer not in p.claim.delivered]
+            due = [p for p in plan.publications if p.may_reach(consumer)]
             # publish_ordered: an interaction's messages stop at its first failure per topic.
             for publication in due[: accepted_by(consumer, due)]:
                 key = publication.candidate.dedup_key
