@@ -73,6 +73,11 @@ CLAIM_ROUNDS = 3
 # jittered, so invocations waiting on one another do not poll in step.
 TURN_PAUSE_BASE_SECONDS = 0.05
 TURN_PAUSE_MAX_SECONDS = 0.5
+# Waiting stops when nothing moved this long: no waiting event went, no record it waits on
+# changed. A running invocation changes the record within moments (its claim, its marks, its
+# release); a record unchanged for a second has nobody working on it (its holder crashed, or
+# the event waited on failed and backs off in the queue).
+TURN_STALL_SECONDS = 1.0
 
 
 def stuck_claim_ms(stage: str) -> int:
@@ -118,6 +123,7 @@ class IngestBatch:
         )
         self.report = BatchReport(BatchMetrics())
         self.waiting: list[tuple[Candidate, str]] = []  # this round's, with the reason
+        self.versions: dict[str, int] = {}  # this round's records, as read: interaction -> version
         self.now = utc_now()
         self.now_ms = int(self.now.timestamp() * 1000)
         self.received_at = rfc3339(self.now)
@@ -153,19 +159,24 @@ class IngestBatch:
         """
         waiting = self._deliver(candidates, mark=True)
         for_the_queue = [w for w in waiting if w[1] == OLDER_EVENT_RETRYING]
-        waited_s = 0.0
+        waited_s = moved_at_s = 0.0
         turn = 0
         while waiting := [w for w in waiting if w[1] != OLDER_EVENT_RETRYING]:
             pause_s = compute_backoff(
                 turn, base=TURN_PAUSE_BASE_SECONDS, cap=TURN_PAUSE_MAX_SECONDS
             )
-            if (waited_s + pause_s) * 1000 > self.settings.turn_wait_ms or self.deadline.exhausted(
-                pause_s * 1000 + self.settings.deadline_margin_ms
+            if (
+                (waited_s + pause_s) * 1000 > self.settings.turn_wait_ms
+                or waited_s - moved_at_s >= TURN_STALL_SECONDS
+                or self.deadline.exhausted(pause_s * 1000 + self.settings.deadline_margin_ms)
             ):
                 break
             sleep(pause_s)
             waited_s, turn = waited_s + pause_s, turn + 1
+            seen = (len(waiting), self.versions)
             waiting = self._deliver([candidate for candidate, _ in waiting], mark=False)
+            if (len(waiting), self.versions) != seen:  # an event went, or a record changed
+                moved_at_s = waited_s
             for_the_queue += [w for w in waiting if w[1] == OLDER_EVENT_RETRYING]
         self.report.waiting([*waiting, *for_the_queue])
         self.report.metrics.milliseconds("TurnWaitMs", [waited_s * 1000])
@@ -230,6 +241,7 @@ class IngestBatch:
         for candidate in candidates:
             by_interaction[candidate.event.interaction_id].append(candidate)
         records = (self._mark_arrivals if mark else self._read_records)(by_interaction)
+        self.versions = {i: record.version for i, record in records.items()}
         # Marking or reading failed: retried already.
         groups = [(records[i], group) for i, group in by_interaction.items() if i in records]
         stored: dict[tuple[str, str], str] = {}

@@ -34,18 +34,7 @@ from tests.support.stack_clients import (
     redeliver,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    # A known limit (issue 12, open): on a shuffled stream a newer event waits for every older
-    # one received before it was published (FIFO-like), and a long wait can outlast the
-    # redrive limit's receives, so a notification may be dead-lettered (whole, re-drivable)
-    # instead of delivered. Not strict: when the waiting budget covers the stuck-claim age,
-    # this mark goes.
-    pytest.mark.xfail(
-        reason="FIFO-like waits can outlast the redrive limit on shuffled streams (issue 12)",
-        strict=False,
-    ),
-]
+pytestmark = pytest.mark.slow
 
 # The Amazon Connect profile's lifecycle rank, from its contract: the tie-breaker after time.
 LIFECYCLE_RANK = {
