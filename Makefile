@@ -37,17 +37,22 @@ install: $(STAMP) $(SCAN_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/python -m scripts.local_stack $(ARGS)
 
+# pytest-xdist: one worker per core (2 here), each with its own moto server; a test file stays
+# on one worker, so a module's stack or stage is set up once.
+PYTEST_WORKERS ?= auto
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile
+
 test: $(STAMP) $(SCAN_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The inner loop: every suite except those marked slow (soak, local-stack subprocesses).
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -26,6 +26,13 @@ from tests.support.environment import ACCOUNT_ID, AWS_ENV, REGION, free_port
 pytest_plugins = ["tests.support.log_guard"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The suites marked slow run first (otherwise in collection order): `make test` runs one
+    worker per core, and a long file started last keeps one worker busy after the rest is done;
+    started first, the other workers share the rest meanwhile (longest first)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def aws_endpoint() -> Iterator[str]:
     """Start moto's server on a free port and point every AWS client at it."""
