@@ -62,11 +62,12 @@ EVENT_SOURCES: dict[FunctionName, BatchSettings] = {
 }
 
 VISIBILITY_FACTOR = 6
-# Ordering waits (a newer event waiting for an older one) count as receives too, and with
-# FIFO-like order they are the common failure: a newer event waits for every older one that
-# reached the relay first, through a crashed holder's lease or a crashed batch's marks. Each
-# retry backs off (2 s, 4 s, … 60 s): 30 receives are about 25 minutes before the DLQ (12
-# were 7, and shuffled streams dead-lettered records that were only waiting their turn).
+# Ordering waits (a newer event waiting for an older one) that outlast a batch's turn wait
+# (RELAY_TURN_WAIT_MS, in the invocation) count as receives too: a newer event waits for every
+# older one that reached the relay first, through a crashed holder's lease, a crashed batch's
+# marks or an older event retrying for a consumer that is down (newer events wait only at that
+# consumer). Each retry backs off (2 s, 4 s, … 60 s): 30 receives are about 25 minutes before
+# the DLQ (12 were 7, and shuffled streams dead-lettered records that were only waiting).
 MAX_RECEIVE_COUNT = 30
 RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: a DLQ keeps what it holds for two weeks
 # The longest a record can come back after it was first sent: it may wait out the DLQ's
