@@ -189,45 +189,39 @@ class Ledger:
 
     def read_stored(self, event_keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The payload fingerprints of the events already stored (delivered), per (interaction
-        id, dedup key), in one BatchGetItem per 100 keys.
-
-        Strongly consistent: a stale dedup miss would re-deliver.
-        """
+        id, dedup key). Strongly consistent: a stale dedup miss would re-deliver."""
         keys = [event_key(i, k) for i, k in dict.fromkeys(event_keys)]
-        stored: dict[tuple[str, str], str] = {}
-        for chunk in chunked(keys, MAX_BATCH_GET_KEYS):
-            request = {
-                self.events_table: {
-                    "Keys": chunk,
-                    "ConsistentRead": True,
-                    "ProjectionExpression": "pk, sk, sha",
-                }
-            }
-            found = batch_get(self.dynamodb, request, "reading the ledger")
-            for item in found.get(self.events_table, []):
-                dedup_key = item["sk"]["S"].removeprefix("E#")
-                stored[(item["pk"]["S"], dedup_key)] = item["sha"]["S"]
-        return stored
+        found = self._read(self.events_table, keys, "reading the ledger", "pk, sk, sha")
+        return {
+            (item["pk"]["S"], item["sk"]["S"].removeprefix("E#")): item["sha"]["S"]
+            for item in found
+        }
 
     def read_records(self, interaction_ids: Iterable[str]) -> dict[str, InteractionRecord]:
-        """The interaction records as they are now, in one BatchGetItem per 100 keys (a record
-        not there reads as a new one).
-
+        """The interaction records as they are now (a record not there reads as a new one).
         Strongly consistent, like every read planned from: a stale record would miss the claims
-        and marks that hold an event back.
-        """
+        and marks that hold an event back."""
         ids = list(dict.fromkeys(interaction_ids))
-        items: dict[str, dict[str, Any]] = {}
-        for chunk in chunked(ids, MAX_BATCH_GET_KEYS):
-            request = {
-                self.ledger_table: {
-                    "Keys": [{"pk": {"S": interaction_id}} for interaction_id in chunk],
-                    "ConsistentRead": True,
-                }
-            }
-            found = batch_get(self.dynamodb, request, "reading interaction records")
-            items |= {item["pk"]["S"]: item for item in found.get(self.ledger_table, [])}
+        keys = [{"pk": {"S": interaction_id}} for interaction_id in ids]
+        found = self._read(self.ledger_table, keys, "reading interaction records")
+        items = {item["pk"]["S"]: item for item in found}
         return {i: decode_record(i, items.get(i)) for i in ids}
+
+    def _read(
+        self,
+        table: str,
+        keys: Sequence[dict[str, Any]],
+        what: str,
+        projection: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Strongly consistent reads of `keys`, one BatchGetItem per 100 keys."""
+        found: list[dict[str, Any]] = []
+        for chunk in chunked(keys, MAX_BATCH_GET_KEYS):
+            spec: dict[str, Any] = {"Keys": chunk, "ConsistentRead": True}
+            if projection is not None:
+                spec["ProjectionExpression"] = projection
+            found += batch_get(self.dynamodb, {table: spec}, what).get(table, [])
+        return found
 
     def mark_arrivals(
         self, interaction_id: str, marks: Sequence[ArrivalMark], expires_at: int

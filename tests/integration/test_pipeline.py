@@ -524,38 +524,49 @@ def test_a_conflicting_resend_while_the_first_copy_is_in_flight_never_takes_over
     ]
 
 
-def test_a_record_bounced_by_a_busy_interaction_keeps_its_place(stage: Stage) -> None:
-    """FIFO-like order: sequence 2 arrives while another invocation holds the interaction
-    (simulated: its record is written here as that holder left it, mid-publish of sequence
-    1), so it cannot be claimed. Sequence 3 arrives after the holder finished; it waits for 2
-    instead of overtaking it, and 2 is delivered on time, not `late`."""
+def holding_record(stage: Stage, body: dict[str, Any], holder: str) -> Any:
+    """Write the interaction record as another invocation leaves it while it publishes `body`
+    (its claim and lease just taken); returns that record."""
     from chalicelib.ingest.claims import InflightClaim, InteractionRecord
-    from chalicelib.ingest.ledger import decode_record, encode_record
+    from chalicelib.ingest.ledger import encode_record
     from chalicelib.ingest.ordering import HighWaterMark
 
-    first, second, third = (event("int-fifo", n) for n in (1, 2, 3))
-    settings = stage.runtime.settings
-    canonical = validate_record(json.dumps(first), settings)
+    canonical = validate_record(json.dumps(body), stage.runtime.settings)
     now_ms = int(time.time() * 1000)
     claim = InflightClaim(
         dedup_key=canonical.dedup_key,
         event_id=canonical.event_id,
-        sequence=1,
+        sequence=canonical.sequence,
         occurred_at=canonical.occurred_at,
         late=False,
         received_at=canonical.occurred_at,
         claimed_at_ms=now_ms,
     )
-    holder = InteractionRecord(
-        "int-fifo",
+    record = InteractionRecord(
+        canonical.interaction_id,
         version=1,
-        lease_owner="another-invocation",
+        lease_owner=holder,
         lease_until_ms=now_ms + 60_000,
         hwm=HighWaterMark().advance(canonical),
         inflight={claim.dedup_key: claim},
     )
+    boto3.client("dynamodb", region_name="us-east-1").put_item(
+        TableName=stage.runtime.settings.names.ledger_table, Item=encode_record(record, 0)
+    )
+    return record
+
+
+def test_a_record_bounced_by_a_busy_interaction_keeps_its_place(stage: Stage) -> None:
+    """FIFO-like order: sequence 2 arrives while another invocation holds the interaction
+    (simulated: its record is written here as that holder left it, mid-publish of sequence
+    1), so it cannot be claimed. Sequence 3 arrives after the holder finished; it waits for 2
+    instead of overtaking it, and 2 is delivered on time, not `late`."""
+    from chalicelib.ingest.ledger import decode_record, encode_record
+
+    first, second, third = (event("int-fifo", n) for n in (1, 2, 3))
+    settings = stage.runtime.settings
+    holding_record(stage, first, "another-invocation")
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-    dynamodb.put_item(TableName=settings.names.ledger_table, Item=encode_record(holder, 0))
 
     assert len(stage.invoke_bodies([second])["batchItemFailures"]) == 1  # busy: retried
     # The holder delivered sequence 1 and released the interaction (keeping the arrival mark
@@ -573,6 +584,67 @@ def test_a_record_bounced_by_a_busy_interaction_keeps_its_place(stage: Stage) ->
     for consumer in stage.consumer_queues:
         received = [(d.body["sequence"], d.body["late"]) for d in stage.deliveries(consumer)]
         assert received == [(2, False), (3, False)], consumer
+
+
+def test_a_batch_waits_its_turn_in_the_invocation_while_the_holder_finishes(
+    stage: Stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another invocation holds the interaction, publishing sequence 1, when sequence 2
+    arrives: the batch pauses and plans again in the same invocation, and once the holder has
+    released the interaction (simulated during the second pause) it delivers sequence 2 on
+    time; nothing goes back to the queue."""
+    from chalicelib.ingest.ledger import decode_record, encode_record
+
+    first, second = event("int-turn", 1), event("int-turn", 2)
+    holding_record(stage, first, "another-invocation")
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    table, key = stage.runtime.settings.names.ledger_table, {"pk": {"S": "int-turn"}}
+    pauses: list[float] = []
+
+    def holder_finishes_during_a_pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:  # the holder releases (sequence 1 at every consumer)
+            now = decode_record("int-turn", dynamodb.get_item(TableName=table, Key=key)["Item"])
+            released = replace(
+                now, version=now.version + 1, lease_owner=None, lease_until_ms=0, inflight={}
+            )
+            dynamodb.put_item(TableName=table, Item=encode_record(released, 0))
+
+    monkeypatch.setattr("chalicelib.ingest.batch.sleep", holder_finishes_during_a_pause)
+
+    assert stage.invoke_bodies([second]) == {"batchItemFailures": []}
+    assert len(pauses) == 2
+    for consumer in stage.consumer_queues:
+        assert [(d.body["sequence"], d.body["late"]) for d in stage.deliveries(consumer)] == [
+            (2, False)
+        ], consumer
+
+
+def test_a_batch_stops_waiting_its_turn_once_nothing_moves(
+    stage: Stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder crashed (its lease stays for a minute): nothing changes while the batch
+    waits, so it gives up after TURN_STALL_SECONDS of pauses, long before RELAY_TURN_WAIT_MS,
+    and its record goes back to the queue for the reason, its arrival mark kept."""
+    from chalicelib.ingest.batch import TURN_PAUSE_MAX_SECONDS, TURN_STALL_SECONDS
+    from chalicelib.ingest.ledger import decode_record
+
+    first, second = event("int-stall", 1), event("int-stall", 2)
+    holding_record(stage, first, "a-crashed-invocation")
+    pauses: list[float] = []
+    monkeypatch.setattr("chalicelib.ingest.batch.sleep", pauses.append)
+    TALLY.reset()
+
+    assert len(stage.invoke_bodies([second])["batchItemFailures"]) == 1
+    assert TALLY.snapshot().get("Retried:interaction_busy") == 1
+    assert TURN_STALL_SECONDS <= sum(pauses) <= TURN_STALL_SECONDS + TURN_PAUSE_MAX_SECONDS
+    assert sum(pauses) * 1000 < stage.runtime.settings.turn_wait_ms
+    table, key = stage.runtime.settings.names.ledger_table, {"pk": {"S": "int-stall"}}
+    item = boto3.client("dynamodb", region_name="us-east-1").get_item(TableName=table, Key=key)
+    record = decode_record("int-stall", item["Item"])
+    assert set(record.marks) == {
+        validate_record(json.dumps(second), stage.runtime.settings).dedup_key
+    }
 
 
 def test_interaction_records_outlive_every_record_that_can_come_back(stage: Stage) -> None:
