@@ -27,10 +27,15 @@ pytest_plugins = ["tests.support.log_guard"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The suites marked slow run first (otherwise in collection order): `make test` runs one
-    worker per core, and a long file started last keeps one worker busy after the rest is done;
-    started first, the other workers share the rest meanwhile (longest first)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The suites marked slow run first, longest first (`slow(seconds=…)`: about how long the
+    file takes on its own; otherwise collection order): `make test` runs one worker per core,
+    and a long file started last keeps one worker busy after the rest is done."""
+
+    def seconds_first(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return 0.0 if marker is None else -float(marker.kwargs.get("seconds", 1))
+
+    items.sort(key=seconds_first)
 
 
 @pytest.fixture(scope="session")

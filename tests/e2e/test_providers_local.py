@@ -34,7 +34,7 @@ from tests.support.stack_clients import (
     redeliver,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=80)
 
 # The Amazon Connect profile's lifecycle rank, from its contract: the tie-breaker after time.
 LIFECYCLE_RANK = {

@@ -260,7 +260,7 @@ def soak_runtime(moto_process: str) -> Iterator[Runtime]:
         yield runtime
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=270)
 def test_5000_events_with_random_faults_reconcile(
     soak_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
