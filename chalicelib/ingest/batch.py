@@ -151,13 +151,15 @@ class IngestBatch:
         invocation running now, which is done within a second or so: waiting for it here costs
         a few reads, while a trip through the queue costs a backoff and one of the redrive
         limit's receives, and a chain of such trips on a shuffled stream can outlast them all.
-        The last pause ends within `RELAY_TURN_WAIT_MS` and leaves a round's time before the
-        deadline's margin; what still waits then is retried through the queue, its arrival
-        mark holding its place. An event waiting for one whose record is itself backing off in
-        the queue (OLDER_EVENT_RETRYING) goes back to the queue at once: no pause here ends
-        that wait.
+        The last pause ends within `RELAY_TURN_WAIT_MS` and leaves the slowest round's time
+        before the deadline's margin; what still waits then is retried through the queue, its
+        arrival mark holding its place. An event waiting for one whose record is itself backing
+        off in the queue (OLDER_EVENT_RETRYING) goes back to the queue at once: no pause here
+        ends that wait.
         """
+        started = time.perf_counter()
         waiting = self._deliver(candidates, mark=True)
+        slowest_round_s = time.perf_counter() - started
         for_the_queue = [w for w in waiting if w[1] == OLDER_EVENT_RETRYING]
         waited_s = moved_at_s = 0.0
         turn = 0
@@ -168,13 +170,17 @@ class IngestBatch:
             if (
                 (waited_s + pause_s) * 1000 > self.settings.turn_wait_ms
                 or waited_s - moved_at_s >= TURN_STALL_SECONDS
-                or self.deadline.exhausted(pause_s * 1000 + self.settings.deadline_margin_ms)
+                # The pause and a round as slow as the slowest so far must end before the
+                # margin: a round cut off by the timeout is a crash window.
+                or self.deadline.exhausted((pause_s + slowest_round_s) * 1000)
             ):
                 break
             sleep(pause_s)
             waited_s, turn = waited_s + pause_s, turn + 1
             seen = (len(waiting), self.versions)
+            started = time.perf_counter()
             waiting = self._deliver([candidate for candidate, _ in waiting], mark=False)
+            slowest_round_s = max(slowest_round_s, time.perf_counter() - started)
             if (len(waiting), self.versions) != seen:  # an event went, or a record changed
                 moved_at_s = waited_s
             for_the_queue += [w for w in waiting if w[1] == OLDER_EVENT_RETRYING]
