@@ -10,6 +10,8 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from typing import cast
+from unittest import mock
 
 import boto3
 import pytest
@@ -36,6 +38,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 0.0 if marker is None else -float(marker.kwargs.get("seconds", 1))
 
     items.sort(key=seconds_first)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lambda_contexts_with_the_functions_timeout() -> Iterator[None]:
+    """chalice.test's Lambda client gives every invocation 3 s (its LambdaContext's default),
+    where Lambda gives the function its configured timeout; with 3 s, a test's ingest batch
+    ran out of its deadline on a loaded machine. Give it the stage's timeout (timing.py)."""
+    import chalice.test
+
+    from chalicelib.timing import FunctionName, function_timeout_seconds
+
+    original = chalice.test.LambdaContext
+
+    def with_timeout(function_name: str, memory_size: int, **kwargs: object) -> object:
+        stage = os.environ.get("RELAY_STAGE", "dev")
+        name = cast(FunctionName, function_name)
+        timeout_ms = function_timeout_seconds(name, stage) * 1000
+        return original(function_name, memory_size, max_runtime_ms=timeout_ms)
+
+    with mock.patch.object(chalice.test, "LambdaContext", with_timeout):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -831,8 +831,9 @@ def test_without_batch_item_failures_the_successes_are_deleted_and_the_batch_rai
 def test_with_too_little_time_left_nothing_is_claimed_and_every_record_fails(
     restage: Callable[..., Stage], boto_session: boto3.Session
 ) -> None:
-    # chalice.test.Client's context has 3 s; a 5 s margin leaves no time to start.
-    stage = restage(RELAY_DEADLINE_MARGIN_MS="5000")
+    # The invocation has the stage's ingest timeout (30 s); a longer margin leaves no time to
+    # start.
+    stage = restage(RELAY_DEADLINE_MARGIN_MS="31000")
     lambda_event = sqs_lambda_event(
         [event("int-hurry", 1), event("int-hurry", 2), event("int-rush", 1)], stage.ingest_arn
     )

@@ -222,9 +222,10 @@ def test_job_delivers_matching_events_to_named_consumers_only(
 ) -> None:
     messages = win.events()
     seed(stage, messages)
-    # Small pages: the job spans several pages and, since the test client's Lambda context
-    # has only 3 s left, one continuation message per page.
+    # Small pages, and a deadline margin longer than the worker's timeout (its time always
+    # runs short): the job spans several pages, one continuation message per page.
     monkeypatch.setattr(replay_jobs, "PAGE_SIZE", 4)
+    monkeypatch.setattr(replay_jobs, "DEADLINE_MARGIN_MS", 10**9)
     # The consumers' progress updates (one UpdateItem of the job item each) run one after the
     # other: moto's server does not make concurrent updates of one item atomic (DynamoDB
     # does), and under load one consumer's `ADD published` of a page was lost (40 vs 44).
