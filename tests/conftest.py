@@ -15,7 +15,6 @@ from unittest import mock
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 # Imported first, as app.py does (through chalicelib.tracing): it configures the one Powertools
 # logger with the audit formatter. A Logger made earlier under the same service name (the
@@ -23,6 +22,7 @@ from moto.server import ThreadedMotoServer
 # their compact form for the rest of the session, depending on which test module is
 # collected first.
 import chalicelib.telemetry  # noqa: F401
+from scripts.local.aws_server import LocalAwsServer
 from tests.support.environment import ACCOUNT_ID, AWS_ENV, REGION, free_port
 
 pytest_plugins = ["tests.support.log_guard"]
@@ -67,7 +67,7 @@ def aws_endpoint() -> Iterator[str]:
     # The moto server logs every request through werkzeug; keep test output readable.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = LocalAwsServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in AWS_ENV}

@@ -331,7 +331,7 @@ class LocalStack:
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
-        from moto.server import ThreadedMotoServer
+        from scripts.local.aws_server import LocalAwsServer
 
         # moto logs every request through werkzeug; the live view is the console's.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -340,7 +340,7 @@ class LocalStack:
             problem = port_problem(port)
             if problem:
                 raise SystemExit(f"cannot listen on 127.0.0.1:{port} ({name}): {problem}")
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=aws_port, verbose=False)
+        moto = LocalAwsServer(ip_address="127.0.0.1", port=aws_port, verbose=False)
         moto.start()
         self.moto = moto
         endpoint = f"http://127.0.0.1:{aws_port}"

@@ -23,7 +23,6 @@ from chalicelib.replay import jobs as replay_jobs
 from chalicelib.replay.jobs import ConsumerProgress, JobView, RunOutcome, advance_progress
 from chalicelib.runtime import Runtime, reset_runtime
 from chalicelib.store.queries import StoredEvent
-from tests.support.fakes import InlineExecutor
 from tests.support.replay_stage import (
     ROUTING,
     STAGE_CHANGED,
@@ -226,10 +225,6 @@ def test_job_delivers_matching_events_to_named_consumers_only(
     # runs short): the job spans several pages, one continuation message per page.
     monkeypatch.setattr(replay_jobs, "PAGE_SIZE", 4)
     monkeypatch.setattr(replay_jobs, "DEADLINE_MARGIN_MS", 10**9)
-    # The consumers' progress updates (one UpdateItem of the job item each) run one after the
-    # other: moto's server does not make concurrent updates of one item atomic (DynamoDB
-    # does), and under load one consumer's `ADD published` of a page was lost (40 vs 44).
-    monkeypatch.setattr(stage, "executor", InlineExecutor())
     matching = [
         m
         for m in messages
