@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from time import sleep
 from typing import Any
@@ -111,6 +111,20 @@ class Ledgered:
     stored: dict[tuple[str, str], str]  # (interaction id, dedup key) -> payload fingerprint
 
 
+@dataclass
+class DeliveryRound:
+    """What one round of stages 2 to 5 left: the events that wait for another invocation, with
+    the reason, the interaction records' versions as the round read them, and its duration."""
+
+    waiting: list[tuple[Candidate, str]] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def moved_since(self, earlier: DeliveryRound) -> bool:
+        """An event went, or a record it waits on changed: the wait is not stalled."""
+        return (len(self.waiting), self.versions) != (len(earlier.waiting), earlier.versions)
+
+
 class IngestBatch:
     def __init__(self, runtime: Runtime, records: Sequence[SqsRecord], context: Any) -> None:
         self.runtime = runtime
@@ -122,8 +136,6 @@ class IngestBatch:
             runtime.dynamodb, self.settings.names.ledger_table, self.settings.names.events_table
         )
         self.report = BatchReport(BatchMetrics())
-        self.waiting: list[tuple[Candidate, str]] = []  # this round's, with the reason
-        self.versions: dict[str, int] = {}  # this round's records, as read: interaction -> version
         self.now = utc_now()
         self.now_ms = int(self.now.timestamp() * 1000)
         self.received_at = rfc3339(self.now)
@@ -157,13 +169,12 @@ class IngestBatch:
         off in the queue (OLDER_EVENT_RETRYING) goes back to the queue at once: no pause here
         ends that wait.
         """
-        started = time.perf_counter()
-        waiting = self._deliver(candidates, mark=True)
-        slowest_round_s = time.perf_counter() - started
-        for_the_queue = [w for w in waiting if w[1] == OLDER_EVENT_RETRYING]
+        last = self._deliver(candidates, mark=True)
+        slowest_round_s = last.seconds
+        for_the_queue = [w for w in last.waiting if w[1] == OLDER_EVENT_RETRYING]
         waited_s = moved_at_s = 0.0
         turn = 0
-        while waiting := [w for w in waiting if w[1] != OLDER_EVENT_RETRYING]:
+        while waiting := [w for w in last.waiting if w[1] != OLDER_EVENT_RETRYING]:
             pause_s = compute_backoff(
                 turn, base=TURN_PAUSE_BASE_SECONDS, cap=TURN_PAUSE_MAX_SECONDS
             )
@@ -177,31 +188,32 @@ class IngestBatch:
                 break
             sleep(pause_s)
             waited_s, turn = waited_s + pause_s, turn + 1
-            seen = (len(waiting), self.versions)
-            started = time.perf_counter()
-            waiting = self._deliver([candidate for candidate, _ in waiting], mark=False)
-            slowest_round_s = max(slowest_round_s, time.perf_counter() - started)
-            if (len(waiting), self.versions) != seen:  # an event went, or a record changed
+            earlier = DeliveryRound(waiting, last.versions)
+            last = self._deliver([candidate for candidate, _ in waiting], mark=False)
+            slowest_round_s = max(slowest_round_s, last.seconds)
+            if last.moved_since(earlier):
                 moved_at_s = waited_s
-            for_the_queue += [w for w in waiting if w[1] == OLDER_EVENT_RETRYING]
+            for_the_queue += [w for w in last.waiting if w[1] == OLDER_EVENT_RETRYING]
         self.report.waiting([*waiting, *for_the_queue])
         self.report.metrics.milliseconds("TurnWaitMs", [waited_s * 1000])
 
-    def _deliver(self, candidates: list[Candidate], *, mark: bool) -> list[tuple[Candidate, str]]:
-        """Stages 2 to 5 for the valid events; each stage that starts work first checks the
-        deadline. Returns the events that wait for another invocation, with the reason: the
-        first round marks their arrival, later rounds read their records."""
-        self.waiting = []
-        if not candidates or self._out_of_time(candidates):
-            return []
-        ledgered = self._read_and_mark(candidates, mark=mark)
-        claimed = self._claim(ledgered, self._terms())
-        if claimed and not self._out_of_time(
-            [p.candidate for c in claimed for p in c.publications]
-        ):
-            reached, refused = self._publish(claimed)
-            self._settle(claimed, reached, refused)
-        return self.waiting
+    def _deliver(self, candidates: list[Candidate], *, mark: bool) -> DeliveryRound:
+        """Stages 2 to 5 for the valid events, as one round; each stage that starts work first
+        checks the deadline. The first round marks the events' arrival, later rounds read
+        their records."""
+        started = time.perf_counter()
+        this_round = DeliveryRound()
+        if candidates and not self._out_of_time(candidates):
+            ledgered = self._read_and_mark(candidates, mark=mark)
+            this_round.versions = {r.interaction_id: r.version for r, _ in ledgered.groups}
+            claimed = self._claim(ledgered, self._terms(), this_round)
+            if claimed and not self._out_of_time(
+                [p.candidate for c in claimed for p in c.publications]
+            ):
+                reached, refused = self._publish(claimed)
+                self._settle(claimed, reached, refused, this_round)
+        this_round.seconds = time.perf_counter() - started
+        return this_round
 
     # 1. validation ---------------------------------------------------------------------
     def _validate(self) -> tuple[list[Candidate], list[tuple[SqsRecord, InvalidEvent]]]:
@@ -247,7 +259,6 @@ class IngestBatch:
         for candidate in candidates:
             by_interaction[candidate.event.interaction_id].append(candidate)
         records = (self._mark_arrivals if mark else self._read_records)(by_interaction)
-        self.versions = {i: record.version for i, record in records.items()}
         # Marking or reading failed: retried already.
         groups = [(records[i], group) for i, group in by_interaction.items() if i in records]
         stored: dict[tuple[str, str], str] = {}
@@ -329,7 +340,9 @@ class IngestBatch:
             live_ms=ingest_timeout_seconds(self.settings.stage) * 1000,
         )
 
-    def _claim(self, ledgered: Ledgered, terms: LeaseTerms) -> list[InteractionPlan]:
+    def _claim(
+        self, ledgered: Ledgered, terms: LeaseTerms, this_round: DeliveryRound
+    ) -> list[InteractionPlan]:
         """Plan each interaction and claim what its plan publishes (one conditional write each,
         concurrently). A claim refused because the record changed (an arrival marked, another
         invocation's claim) is planned again from the record as DynamoDB returned it, up to
@@ -355,12 +368,12 @@ class IngestBatch:
             # Decided once, on the round that is final for the interaction.
             for _, plan in plans.values():
                 if plan.claimed is None:
-                    self._decide(plan)
+                    self._decide(plan, this_round)
             if ready and self._out_of_time(
                 [p.candidate for _, plan in ready.values() for p in plan.publications]
             ):
                 for _, plan in ready.values():
-                    self._decide(plan)
+                    self._decide(plan, this_round)
                 return claimed
             futures = {
                 interaction_id: self.runtime.executor.submit(
@@ -377,31 +390,33 @@ class IngestBatch:
                 except DependencyUnavailable as error:
                     # The ledger failing is no turn to wait for: retried through the queue.
                     logger.warning("claim failed", extra={"error": str(error)})
-                    self._decide(plan)
+                    self._decide(plan, this_round)
                     self.report.retried(
                         [r for p in plan.publications for r in p.candidate.record_ids], "ledger"
                     )
                     continue
                 if refused is None:
-                    self._decide(plan)
+                    self._decide(plan, this_round)
                     claimed.append(plan)
                 elif refused.current is not None and round_number < CLAIM_ROUNDS - 1:
                     todo[interaction_id] = (refused.current, group_of[interaction_id])
                 else:
-                    self._decide(plan)
+                    self._decide(plan, this_round)
                     self.report.claim_refused()
-                    self.waiting += [(p.candidate, "claim_refused") for p in plan.publications]
+                    this_round.waiting += [
+                        (p.candidate, "claim_refused") for p in plan.publications
+                    ]
             if not todo:
                 break
             self._read_stored(todo.values(), stored)
         return claimed
 
-    def _decide(self, plan: InteractionPlan) -> None:
+    def _decide(self, plan: InteractionPlan, this_round: DeliveryRound) -> None:
         """Record a plan's decisions for what it does not claim: duplicates acknowledged,
         waiting events kept for their turn, with their reason."""
         for candidate, conflict in plan.duplicates:
             self.report.duplicate(candidate, conflict)
-        self.waiting += [(c, plan.wait_reason(c)) for c in plan.waiting]
+        this_round.waiting += [(c, plan.wait_reason(c)) for c in plan.waiting]
         for key in plan.abandoned:
             logger.warning(
                 "stuck claim no longer blocks its interaction",
@@ -470,6 +485,7 @@ class IngestBatch:
         plans: list[InteractionPlan],
         reached: dict[str, dict[str, set[str]]],
         refused: dict[str, dict[str, str]],
+        this_round: DeliveryRound,
     ) -> None:
         events: list[tuple[str, dict[str, Any]]] = []
         releases: list[tuple[int, InteractionRecord]] = []  # (claimed version, settled record)
@@ -505,7 +521,7 @@ class IngestBatch:
             done += settlement.done
             pending += settlement.pending
             # At every consumer open to them, waiting at the others for an older event.
-            self.waiting += [(p.candidate, OLDER_EVENT_RETRYING) for p in settlement.held]
+            this_round.waiting += [(p.candidate, OLDER_EVENT_RETRYING) for p in settlement.held]
             poison += [
                 (p, refused[plan.interaction_id][p.candidate.dedup_key]) for p in settlement.refused
             ]
