@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from chalicelib.telemetry import TALLY
-from scripts.local.runner import LocalContext, SqsPoller
+from scripts.local.runner import LocalContext
 from tests.support.fakes import Call, Faults
 from tests.support.helpers import sqs_lambda_event
 from tests.support.reliability import (
-    REGION,
     Stage,
     check_deliveries,
     event_key,
@@ -29,6 +27,8 @@ from tests.support.reliability import (
     lifecycle,
     queue_depth,
     repeated,
+    run_until_drained,
+    stage_poller,
     unique,
 )
 
@@ -105,32 +105,10 @@ def test_two_runners_on_one_queue_with_overlapping_duplicates_deliver_each_event
     stage.send(bodies)
 
     runners = [
-        SqsPoller(
-            stage.sqs,
-            name=f"runner-{name}",
-            queue_url=stage.ingest_url,
-            queue_arn=stage.ingest_arn,
-            region=REGION,
-            handler=ingest,
-            batch_size=10,
-            batching_window_seconds=0.2,
-            timeout_seconds=10,
-            concurrency=2,
-        )
+        stage_poller(stage, ingest, f"runner-{name}", concurrency=2, batching_window_seconds=0.2)
         for name in ("a", "b")
     ]
-    started = time.monotonic()
-    for runner in runners:
-        runner.start()
-    try:
-        while stage.depth() and time.monotonic() - started < 60:
-            time.sleep(0.25)
-    finally:
-        for runner in runners:
-            runner.stop()
-    assert stage.depth() == 0, "the runners did not drain the queue in 60 s"
-
-    print(f"drained in {time.monotonic() - started:.1f} s")
+    print(f"drained in {run_until_drained(runners, stage.depth):.1f} s")
     stats = [runner.stats.as_dict() for runner in runners]
     print(f"{len(bodies)} records, {len(events)} events, runners: {stats}")
     assert all(s["batches"] > 0 for s in stats)  # both took part
@@ -159,26 +137,7 @@ def test_five_concurrent_invocations_without_faults_flag_few_events_late(
     events = [event for n in range(20) for event in lifecycle(f"{prefix}-{n}", 5)]
     stage.send(events)
     before = TALLY.snapshot()
-    poller = SqsPoller(
-        stage.sqs,
-        name="runner-five",
-        queue_url=stage.ingest_url,
-        queue_arn=stage.ingest_arn,
-        region=REGION,
-        handler=ingest,
-        batch_size=10,
-        batching_window_seconds=0,
-        timeout_seconds=10,
-        concurrency=5,
-    )
-    started = time.monotonic()
-    poller.start()
-    try:
-        while stage.depth() and time.monotonic() - started < 120:
-            time.sleep(0.25)
-    finally:
-        poller.stop()
-    assert stage.depth() == 0, "the runner did not drain the queue in 120 s"
+    run_until_drained([stage_poller(stage, ingest, "runner-five", concurrency=5)], stage.depth)
 
     deliveries = stage.deliveries()
     check_deliveries(

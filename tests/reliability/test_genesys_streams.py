@@ -6,7 +6,6 @@ per conversation except the ones flagged late, and nothing is left waiting."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from random import Random
 from typing import Any
@@ -14,11 +13,10 @@ from typing import Any
 import pytest
 
 from chalicelib.runtime import Runtime
-from scripts.local.runner import SqsPoller
 from scripts.traffic.simulate import random_uuid
 from tests.support.genesys_streams import content_key, transcription_streams
 from tests.support.helpers import drain_queue
-from tests.support.reliability import REGION, Stage, provisioned_stage
+from tests.support.reliability import Stage, provisioned_stage, run_until_drained, stage_poller
 
 
 @pytest.fixture(scope="module")
@@ -46,26 +44,7 @@ def test_transcription_streams_with_resends_drain_through_concurrent_invocations
     bodies += [json.dumps(dict(n, id=random_uuid(rng))) for n in rng.sample(notifications, 15)]
     rng.shuffle(bodies)
     stage.send(bodies)
-    poller = SqsPoller(
-        stage.sqs,
-        name="runner-genesys",
-        queue_url=stage.ingest_url,
-        queue_arn=stage.ingest_arn,
-        region=REGION,
-        handler=ingest,
-        batch_size=10,
-        batching_window_seconds=0,
-        timeout_seconds=10,
-        concurrency=3,
-    )
-    started = time.monotonic()
-    poller.start()
-    try:
-        while stage.depth() and time.monotonic() - started < 300:
-            time.sleep(0.25)
-    finally:
-        poller.stop()
-    assert stage.depth() == 0, "the invocations did not drain the queue in 300 s"
+    run_until_drained([stage_poller(stage, ingest, "runner-genesys", concurrency=3)], stage.depth)
 
     # A newer notification waits for every older one received before it was published
     # (FIFO-like), in its invocation while another one delivers that older notification: on a

@@ -506,6 +506,52 @@ class EventSourceMapping:
         self.failed.clear()
 
 
+# How long a run of pollers may take before it counts as hung. Not a speed target: on a loaded
+# machine a queue drains slowly, but it drains.
+HANG_GUARD_SECONDS = 600
+
+
+def stage_poller(
+    stage: Stage,
+    handler: Callable[[dict[str, Any], Any], Any],
+    name: str,
+    *,
+    concurrency: int,
+    batching_window_seconds: float = 0,
+) -> SqsPoller:
+    """A local event source mapping on the stage's ingest queue: batches of 10, and the
+    ingest function's 10 s timeout, with `concurrency` batches in flight."""
+    return SqsPoller(
+        stage.sqs,
+        name=name,
+        queue_url=stage.ingest_url,
+        queue_arn=stage.ingest_arn,
+        region=REGION,
+        handler=handler,
+        batch_size=10,
+        batching_window_seconds=batching_window_seconds,
+        timeout_seconds=10,
+        concurrency=concurrency,
+    )
+
+
+def run_until_drained(pollers: Sequence[SqsPoller], pending: Callable[[], int]) -> float:
+    """Start the pollers, wait until `pending()` is 0, stop them; returns the seconds it took.
+    Fails only on a hung run (HANG_GUARD_SECONDS)."""
+    started = time.monotonic()
+    for poller in pollers:
+        poller.start()
+    try:
+        while pending():
+            if time.monotonic() - started > HANG_GUARD_SECONDS:
+                raise AssertionError(f"the queue did not drain in {HANG_GUARD_SECONDS} s: hung")
+            time.sleep(0.25)
+    finally:
+        for poller in pollers:
+            poller.stop()
+    return time.monotonic() - started
+
+
 # --------------------------------------------------------------------------- the checks
 
 
