@@ -519,8 +519,9 @@ def stage_poller(
     concurrency: int,
     batching_window_seconds: float = 0,
 ) -> SqsPoller:
-    """A local event source mapping on the stage's ingest queue: batches of 10, and the
-    ingest function's 10 s timeout, with `concurrency` batches in flight."""
+    """A local event source mapping on the stage's ingest queue: batches of 10, a 10 s
+    invocation timeout (shorter than the stage's ingest timeout, as these tests always ran),
+    `concurrency` batches in flight."""
     return SqsPoller(
         stage.sqs,
         name=name,
